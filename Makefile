@@ -1,0 +1,58 @@
+# The entry points people remember. Everything runs from the repository's .venv (made by `setup`).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+export UV_PYTHON := 3.11
+export UV_PYTHON_DOWNLOADS := never
+UV := python3 -m uv
+VENV_BIN := .venv/bin
+FETALMLOPS := $(VENV_BIN)/fetalmlops
+
+.PHONY: help setup stack-up stack-down stack-status test test-unit lint format proto demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+setup: ## Create .venv with every package installed editable and the `fetalmlops` command
+	@python3 -m uv --version 2>/dev/null | grep -q "uv $(UV_VERSION)" \
+		|| python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) sync --all-packages --frozen
+	@echo "ready: source .venv/bin/activate  (then: fetalmlops --help)"
+
+stack-up: setup ## Start Kafka (KRaft), MinIO and PostgreSQL on loopback (idempotent)
+	$(FETALMLOPS) stack up
+
+stack-down: ## Stop the local stack; no process or port is left behind
+	@if [ -x $(FETALMLOPS) ]; then $(FETALMLOPS) stack down; fi
+
+stack-status: ## Show each stack component, its ports and its log file
+	$(FETALMLOPS) stack status
+
+test: stack-up ## Every test: unit tests and integration tests against the real stack
+	$(VENV_BIN)/pytest
+
+test-unit: setup ## Only the tests that need no running stack (fast)
+	$(VENV_BIN)/pytest -m "not stack"
+
+lint: setup ## ruff (lint + format check) and mypy on the shared kernel
+	$(VENV_BIN)/ruff check .
+	$(VENV_BIN)/ruff format --check .
+	$(VENV_BIN)/mypy libs/common/src
+
+format: setup ## Apply ruff's fixes and formatting
+	$(VENV_BIN)/ruff check --fix .
+	$(VENV_BIN)/ruff format .
+
+proto: setup ## Regenerate the event classes from proto/ (checked in)
+	$(VENV_BIN)/python proto/generate.py
+
+demo: setup ## The end-to-end demo
+	@echo "The end-to-end demo (phantom studies → ingest → anonymizer → trainer → KServe) arrives"
+	@echo "with the service issues. Today: 'make stack-up' then 'make test' exercise the foundation."
+
+bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in the same run
+	$(VENV_BIN)/python benchmarks/bus.py
+
+clean: stack-down ## Remove the virtual environment and tool caches (the stack's cache stays)
+	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache

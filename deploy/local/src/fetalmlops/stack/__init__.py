@@ -1,0 +1,1 @@
+"""The real local stack without containers: Kafka (KRaft), MinIO, PostgreSQL on loopback."""

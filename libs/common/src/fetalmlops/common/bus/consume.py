@@ -1,0 +1,145 @@
+"""The consumer loop every service uses: at-least-once, bounded retries, dead-letter topic.
+
+A record's offset is committed only after its handler returned — that is, after the handler's
+output (object, row, event with acks=all) is durable — or after the record was safely copied
+to the dead-letter topic. A crash anywhere before that means redelivery, so handlers must be
+idempotent (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from fetalmlops.common.bus.base import Bus, Record
+from fetalmlops.common.telemetry.metrics import HANDLING_SECONDS, MESSAGES
+from fetalmlops.common.telemetry.tracing import extract, inject
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Record], None]
+
+# Dead-letter headers (DESIGN.md §2): why, and where the message came from.
+DLQ_ERROR = "dlq-error"
+DLQ_TOPIC = "dlq-original-topic"
+DLQ_PARTITION = "dlq-original-partition"
+DLQ_OFFSET = "dlq-original-offset"
+DLQ_GROUP = "dlq-consumer-group"
+DLQ_ATTEMPTS = "dlq-attempts"
+_MAX_ERROR_CHARS = 1000
+
+
+class Rejected(Exception):
+    """The message itself is bad (malformed, not allowed): dead-letter it without retrying.
+
+    The message text becomes the dead-letter reason; it must describe the problem without
+    quoting PHI from the input.
+    """
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_s: float = 0.2
+
+    def delay(self, attempt: int) -> float:
+        return self.backoff_s * 2.0 ** (attempt - 1)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A handler bound to its topics and group, and where its failures go."""
+
+    topics: Sequence[str]
+    group: str
+    handler: Handler
+    deadletter_topic: str
+    retry: RetryPolicy = RetryPolicy()
+
+
+def consume(bus: Bus, consumer: Consumer, stop: threading.Event, poll_s: float = 0.5) -> None:
+    """Run ``consumer`` until ``stop`` is set; leave the group cleanly on the way out."""
+    subscription = bus.subscribe(consumer.topics, consumer.group)
+    try:
+        while not stop.is_set():
+            for record in subscription.poll(poll_s):
+                handle(bus, consumer, record)
+                subscription.commit(record)
+                if stop.is_set():
+                    break  # The rest of the batch is uncommitted and will be redelivered.
+    finally:
+        subscription.close()
+
+
+def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
+    """Run the handler with retries; dead-letter the record when it is rejected or exhausted.
+
+    Raises only if the dead-letter publish itself fails, so the record is not committed.
+    """
+    tracer = trace.get_tracer(__name__)
+    with (
+        HANDLING_SECONDS.labels(record.topic, consumer.group).time(),
+        tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=extract(record.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.consumer.group.name": consumer.group,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+            },
+        ) as span,
+    ):
+        for attempt in range(1, consumer.retry.max_attempts + 1):
+            try:
+                consumer.handler(record)
+                MESSAGES.labels(record.topic, consumer.group, "processed").inc()
+                return
+            except Rejected as exc:
+                error: Exception = exc
+                break
+            except Exception as exc:
+                error = exc
+                log.warning(
+                    "handler failed",
+                    extra={"topic": record.topic, "attempt": attempt, "error": type(exc).__name__},
+                )
+                if attempt < consumer.retry.max_attempts:
+                    MESSAGES.labels(record.topic, consumer.group, "retried").inc()
+                    time.sleep(consumer.retry.delay(attempt))
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        deadletter(bus, consumer, record, error, attempt)
+
+
+def deadletter(
+    bus: Bus, consumer: Consumer, record: Record, error: Exception, attempts: int
+) -> None:
+    reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
+    provenance = [
+        (DLQ_ERROR, reason.encode()),
+        (DLQ_TOPIC, record.topic.encode()),
+        (DLQ_PARTITION, str(record.partition).encode()),
+        (DLQ_OFFSET, str(record.offset).encode()),
+        (DLQ_GROUP, consumer.group.encode()),
+        (DLQ_ATTEMPTS, str(attempts).encode()),
+    ]
+    original = [(k, v) for k, v in record.headers if k not in {"traceparent", "tracestate"}]
+    bus.publish(
+        consumer.deadletter_topic,
+        record.key or "",
+        record.value,
+        [*original, *provenance, *inject()],
+    )
+    MESSAGES.labels(record.topic, consumer.group, "deadlettered").inc()
+    log.error(
+        "message dead-lettered",
+        extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+    )

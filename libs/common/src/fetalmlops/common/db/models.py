@@ -1,0 +1,215 @@
+"""The catalog, registry, report and audit tables (DESIGN.md §2, "Postgres").
+
+No table holds PHI: images are known by keyed pseudonyms, patients only by a pseudonym, and
+object keys are content-addressed. Raw identifiers stay in the `fetal-raw` bucket.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from fetalmlops.common.db.columns import JSONDocument, UtcDateTime, string_enum, utcnow
+
+# Explicit names for every constraint and index, so a migration written today names them the
+# same way autogenerate and both databases will tomorrow.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSONDocument}
+
+
+def _created_at() -> Mapped[datetime]:
+    # The Python default keeps microseconds and the time zone; the server default covers rows
+    # written by plain SQL (operators, other tools).
+    return mapped_column(default=utcnow, server_default=sa.func.now())
+
+
+class Plane(StrEnum):
+    """The six FETAL_PLANES_DB classes (proto `fetalmlops.v1.Plane`)."""
+
+    FETAL_ABDOMEN = "fetal_abdomen"
+    FETAL_BRAIN = "fetal_brain"
+    FETAL_FEMUR = "fetal_femur"
+    FETAL_THORAX = "fetal_thorax"
+    MATERNAL_CERVIX = "maternal_cervix"
+    OTHER = "other"
+
+
+class BrainPlane(StrEnum):
+    """Sub-planes of fetal-brain images (proto `fetalmlops.v1.BrainPlane`)."""
+
+    TRANS_THALAMIC = "trans_thalamic"
+    TRANS_CEREBELLUM = "trans_cerebellum"
+    TRANS_VENTRICULAR = "trans_ventricular"
+    OTHER = "other"
+
+
+class ModelStage(StrEnum):
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+
+
+class ReportKind(StrEnum):
+    DRIFT = "drift"
+    PERFORMANCE = "performance"
+    CARBON = "carbon"
+
+
+class Image(Base):
+    """A de-identified image in the `fetal-anonymized` bucket."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # keyed HMAC pseudonym
+    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)  # of the anonymized object
+    object_key: Mapped[str] = mapped_column(sa.String(1024))
+    canonical_key: Mapped[str | None] = mapped_column(sa.String(1024))
+    patient_pseudonym: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    device_manufacturer: Mapped[str | None] = mapped_column(sa.String(128))
+    device_model: Mapped[str | None] = mapped_column(sa.String(128))
+    pixel_spacing_mm: Mapped[float | None]
+    rows: Mapped[int]
+    columns: Mapped[int]
+    cohort: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    created_at: Mapped[datetime] = _created_at()
+
+    labels: Mapped[list[Label]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Label(Base):
+    """One annotator's reading of an image; an image may carry several."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    plane: Mapped[Plane] = mapped_column(string_enum(Plane, "plane"))
+    brain_plane: Mapped[BrainPlane | None] = mapped_column(string_enum(BrainPlane, "brain_plane"))
+    annotator: Mapped[str] = mapped_column(sa.String(128))  # pseudonymous, never a name
+    created_at: Mapped[datetime] = _created_at()
+
+    image: Mapped[Image] = relationship(back_populates="labels")
+
+
+class DatasetSnapshot(Base):
+    """An immutable manifest in `fetal-datasets` that a model was trained on."""
+
+    __tablename__ = "dataset_snapshots"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    manifest_uri: Mapped[str] = mapped_column(sa.String(1024))
+    content_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    split: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. fractions per split
+    split_seed: Mapped[int]
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # per split and class
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ModelVersion(Base):
+    """A registered model version; at most one per model is in production."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("model_name", "version"),
+        sa.CheckConstraint("version >= 1", name="version_positive"),
+        # A partial unique index lets the database, not just the registry code, refuse a
+        # second production version when two promotions race.
+        sa.Index(
+            "uq_model_versions_one_production",
+            "model_name",
+            unique=True,
+            sqlite_where=sa.text("stage = 'production'"),
+            postgresql_where=sa.text("stage = 'production'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    version: Mapped[int]
+    stage: Mapped[ModelStage] = mapped_column(
+        string_enum(ModelStage, "model_stage"), default=ModelStage.CANDIDATE
+    )
+    backbone: Mapped[str | None] = mapped_column(sa.String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    storage_uri: Mapped[str] = mapped_column(sa.String(1024))  # KServe storageUri prefix
+    artifact_uri: Mapped[str | None] = mapped_column(sa.String(1024))  # the .mar itself
+    energy_kwh: Mapped[float | None]
+    emissions_kg_co2e: Mapped[float | None]
+    drift_reference: Mapped[dict[str, Any] | None]
+    snapshot_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("dataset_snapshots.id"), index=True
+    )
+    created_at: Mapped[datetime] = _created_at()
+    promoted_at: Mapped[datetime | None]
+
+    snapshot: Mapped[DatasetSnapshot | None] = relationship()
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.id"), index=True)
+    target: Mapped[str] = mapped_column(sa.String(128))  # e.g. kserve/<namespace>/<service>
+    endpoint: Mapped[str | None] = mapped_column(sa.String(1024))
+    deployed_at: Mapped[datetime] = _created_at()
+
+    model_version: Mapped[ModelVersion] = relationship()
+
+
+class Report(Base):
+    """A drift, performance or carbon report written by the monitor."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "window_start IS NULL OR window_end IS NULL OR window_start <= window_end",
+            name="window_order",
+        ),
+        sa.Index("ix_reports_kind_created_at", "kind", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[ReportKind] = mapped_column(string_enum(ReportKind, "report_kind"))
+    model_version_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("model_versions.id"), index=True
+    )
+    window_start: Mapped[datetime | None]
+    window_end: Mapped[datetime | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created_at()
+
+    model_version: Mapped[ModelVersion | None] = relationship()
+
+
+class AuditEntry(Base):
+    """Who did what to which subject; details must stay PHI-free like every other table."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now(), index=True)
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    subject: Mapped[str] = mapped_column(sa.String(512))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

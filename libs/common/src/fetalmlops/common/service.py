@@ -1,0 +1,133 @@
+"""The imperative shell every service shares: HTTP health, metrics, consumers, clean shutdown.
+
+A service's ``main`` builds its settings, clients and handlers, then hands them to ``run``:
+``/healthz`` (liveness), ``/readyz`` (its dependencies answer), ``/metrics`` (Prometheus) and
+OpenAPI docs are served by uvicorn, each consumer runs the shared loop in a thread, and SIGTERM
+stops both — consumers finish the message in hand and leave their group without committing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+
+from fetalmlops.common.bus import Bus, Consumer, consume
+from fetalmlops.common.settings import Settings
+from fetalmlops.common.store import ObjectStore
+from fetalmlops.common.telemetry import configure_logging, configure_tracing
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], None]
+"""Raises when a dependency is not usable; the message is shown on ``/readyz``."""
+
+
+@dataclass
+class Service:
+    settings: Settings
+    app: FastAPI
+    bus: Bus | None = None
+    consumers: Sequence[Consumer] = field(default_factory=list)
+
+
+def buckets_ready(store: ObjectStore, buckets: Sequence[str]) -> ReadinessCheck:
+    def check() -> None:
+        missing = [b for b in buckets if not store.bucket_exists(b)]
+        if missing:
+            raise LookupError(f"missing buckets: {', '.join(missing)}")
+
+    return check
+
+
+def database_ready(engine: Engine) -> ReadinessCheck:
+    def check() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    return check
+
+
+def create_app(title: str, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
+    app = FastAPI(title=title)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        failures: dict[str, str] = {}
+        for name, check in readiness.items():
+            try:
+                check()
+            except Exception as exc:
+                failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+        status = 503 if failures else 200
+        body = {"status": "unready" if failures else "ready", "failures": failures}
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # Spans for every request, continuing the caller's W3C traceparent.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    return app
+
+
+def run(service: Service) -> None:
+    """Serve until SIGTERM/SIGINT, then stop consumers and return."""
+    settings = service.settings
+    configure_logging(settings)
+    configure_tracing(settings)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before uvicorn's own handlers, which re-raise the signal into these on exit.
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    threads = [
+        threading.Thread(target=_consume_until, args=(service.bus, c, stop), name=c.group)
+        for c in service.consumers
+        if service.bus is not None
+    ]
+    for thread in threads:
+        thread.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            service.app, host=settings.http_host, port=settings.http_port, log_config=None
+        )
+    )
+    log.info("service starting", extra={"port": settings.http_port})
+    try:
+        server.run()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        if service.bus is not None:
+            service.bus.close()
+        log.info("service stopped")
+
+
+def _consume_until(bus: Bus, consumer: Consumer, stop: threading.Event) -> None:
+    try:
+        consume(bus, consumer, stop)
+    except Exception:
+        # A consumer that cannot go on must not leave a healthy-looking process behind.
+        log.exception("consumer failed; stopping the service", extra={"group": consumer.group})
+        stop.set()
+        signal.raise_signal(signal.SIGTERM)

@@ -1,0 +1,1 @@
+"""Generated event classes. Do not edit."""

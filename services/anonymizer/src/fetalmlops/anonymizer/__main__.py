@@ -1,0 +1,3 @@
+from fetalmlops.anonymizer.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""FetalMLOps inference service: KServe predictor for fetal standard-plane classification."""

@@ -1,0 +1,3 @@
+from fetalmlops.inference.main import main
+
+main()

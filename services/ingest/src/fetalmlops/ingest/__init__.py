@@ -1,0 +1,1 @@
+"""FetalMLOps ingest service: PACS to the raw zone (Kafka, STOW-RS, C-STORE, REST)."""

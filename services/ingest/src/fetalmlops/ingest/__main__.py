@@ -1,0 +1,3 @@
+from fetalmlops.ingest.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""FetalMLOps monitor service: Drift, performance and carbon monitoring."""

@@ -1,0 +1,3 @@
+from fetalmlops.monitor.main import main
+
+main()

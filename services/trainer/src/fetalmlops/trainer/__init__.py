@@ -1,0 +1,1 @@
+"""FetalMLOps trainer service: snapshots, training, evaluation, .mar packaging, model registry."""

@@ -1,0 +1,3 @@
+from fetalmlops.trainer.main import main
+
+main()
