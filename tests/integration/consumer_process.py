@@ -22,7 +22,8 @@ from fetalmlops.common.settings import Settings
 def main() -> None:
     mode, bootstrap, topic, group, outdir = sys.argv[1:6]
     out = Path(outdir)
-    bus = KafkaBus(bootstrap, client_id=f"test-{mode}")
+    # The broker's minimum: the survivor waits this long for the killed member's partition.
+    bus = KafkaBus(bootstrap, client_id=f"test-{mode}", session_timeout_ms=6000)
 
     def handler(record: Record) -> None:
         (out / (record.key or "none")).write_bytes(record.value)

@@ -48,5 +48,3 @@ def test_health_endpoints_make_no_spans(spans: InMemorySpanExporter) -> None:
     for path in ("/healthz", "/readyz", "/metrics"):
         assert client.get(path).status_code == 200
     assert spans.get_finished_spans() == ()
-
-

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated."
     )
+    kafka_session_timeout_ms: int = Field(
+        10000,
+        description="How long a silent consumer keeps its partitions before the group moves them.",
+    )
     bus_partitions: int = Field(3, description="Partitions per topic (embedded bus, stack).")
     bus_max_attempts: int = Field(
         3, description="Handler attempts before a message goes to the dead-letter topic."

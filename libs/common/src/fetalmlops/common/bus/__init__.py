@@ -29,7 +29,11 @@ __all__ = [
 
 def open_bus(settings: Settings) -> Bus:
     if settings.bus is Backend.KAFKA:
-        return KafkaBus(settings.kafka_bootstrap_servers, client_id=settings.service_name)
+        return KafkaBus(
+            settings.kafka_bootstrap_servers,
+            client_id=settings.service_name,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+        )
     return EmbeddedBus(partitions=settings.bus_partitions)
 
 

@@ -16,9 +16,17 @@ PUBLISH_TIMEOUT_S = 30.0
 
 
 class KafkaBus:
-    def __init__(self, bootstrap_servers: str, client_id: str = "fetalmlops") -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str = "fetalmlops",
+        session_timeout_ms: int = 10000,
+    ) -> None:
         self._bootstrap = bootstrap_servers.split(",")
         self._client_id = client_id
+        # A crashed consumer's partitions wait this long for it; the client default (45 s)
+        # stalls a partition for most of a minute after a pod dies.
+        self._session_timeout_ms = session_timeout_ms
         self._producer: KafkaProducer | None = None
 
     def ensure_topics(self, topics: Sequence[str], partitions: int) -> None:
@@ -41,7 +49,6 @@ class KafkaBus:
                 acks="all",
                 retries=5,
                 max_in_flight_requests_per_connection=1,
-                linger_ms=2,
             )
         future = self._producer.send(topic, key=key.encode(), value=value, headers=list(headers))
         # Waiting for the broker's ack is what lets a consumer commit after publishing.
@@ -56,6 +63,8 @@ class KafkaBus:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=100,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self._session_timeout_ms // 4),
         )
         return KafkaSubscription(consumer)
 
