@@ -105,11 +105,13 @@ class Settings(BaseSettings):
         10000,
         description="How long a silent consumer keeps its partitions before the group moves them.",
     )
-    bus_partitions: int = Field(3, description="Partitions per topic (embedded bus, stack).")
+    bus_partitions: int = Field(3, ge=1, description="Partitions per topic (embedded bus, stack).")
     bus_max_attempts: int = Field(
-        3, description="Handler attempts before a message goes to the dead-letter topic."
+        3, ge=1, description="Handler attempts before a message goes to the dead-letter topic."
     )
-    bus_retry_backoff_s: float = Field(0.2, description="First retry delay; doubles each time.")
+    bus_retry_backoff_s: float = Field(
+        0.2, ge=0, description="First retry delay; doubles each time."
+    )
     topics: Topics = Field(Topics(), description="Topic names.")
 
     store: StoreBackend = Field(StoreBackend.LOCAL, description="`local` directory or `minio`.")
