@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from fetalmlops.common.db.columns import JSONDocument, UtcDateTime, string_enum, utcnow
+from fetalmlops.common.planes import BrainPlane, Plane
 
 # Explicit names for every constraint and index, so a migration written today names them the
 # same way autogenerate and both databases will tomorrow.
@@ -35,26 +36,6 @@ def _created_at() -> Mapped[datetime]:
     # The Python default keeps microseconds and the time zone; the server default covers rows
     # written by plain SQL (operators, other tools).
     return mapped_column(default=utcnow, server_default=sa.func.now())
-
-
-class Plane(StrEnum):
-    """The six FETAL_PLANES_DB classes (proto `fetalmlops.v1.Plane`)."""
-
-    FETAL_ABDOMEN = "fetal_abdomen"
-    FETAL_BRAIN = "fetal_brain"
-    FETAL_FEMUR = "fetal_femur"
-    FETAL_THORAX = "fetal_thorax"
-    MATERNAL_CERVIX = "maternal_cervix"
-    OTHER = "other"
-
-
-class BrainPlane(StrEnum):
-    """Sub-planes of fetal-brain images (proto `fetalmlops.v1.BrainPlane`)."""
-
-    TRANS_THALAMIC = "trans_thalamic"
-    TRANS_CEREBELLUM = "trans_cerebellum"
-    TRANS_VENTRICULAR = "trans_ventricular"
-    OTHER = "other"
 
 
 class ModelStage(StrEnum):
