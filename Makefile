@@ -35,10 +35,10 @@ test: stack-up ## Every test: unit tests and integration tests against the real 
 test-unit: setup ## Only the tests that need no running stack (fast)
 	$(VENV_BIN)/pytest -m "not stack"
 
-lint: setup ## ruff (lint + format check) and mypy on the shared kernel
+lint: setup ## ruff (lint + format check) and mypy on the shared libraries
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
-	$(VENV_BIN)/mypy libs/common/src
+	$(VENV_BIN)/mypy libs/common/src libs/datasets/src
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV_BIN)/ruff check --fix .

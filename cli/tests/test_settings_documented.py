@@ -28,6 +28,8 @@ def test_every_command_has_help() -> None:
         ["db"],
         ["db", "upgrade"],
         ["settings"],
+        ["phantom", "generate"],
+        ["phantom", "profiles"],
     ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0, (args, result.output)

@@ -3,7 +3,7 @@ from fetalmlops.v1 import labels_pb2
 
 
 def test_canonical_planes_match_the_event_contract() -> None:
-    proto_planes = [n for n in labels_pb2.Plane.keys() if n != "PLANE_UNSPECIFIED"]
+    proto_planes = [v.name for v in labels_pb2.Plane.DESCRIPTOR.values][1:]
     assert proto_planes == [f"PLANE_{p.name}" for p in Plane]
-    proto_brain = [n for n in labels_pb2.BrainPlane.keys() if n != "BRAIN_PLANE_UNSPECIFIED"]
+    proto_brain = [v.name for v in labels_pb2.BrainPlane.DESCRIPTOR.values][1:]
     assert proto_brain == [f"BRAIN_PLANE_{p.name}" for p in BrainPlane]

@@ -15,18 +15,17 @@ from fetalmlops.common.db.migrate import (
 from fetalmlops.common.db.models import (
     AuditEntry,
     Base,
-    BrainPlane,
     DatasetSnapshot,
     Deployment,
     Image,
     Label,
     ModelStage,
     ModelVersion,
-    Plane,
     Report,
     ReportKind,
 )
 from fetalmlops.common.db.session import create_engine_for, session_scope
+from fetalmlops.common.planes import BrainPlane, Plane
 
 __all__ = [
     "AuditEntry",

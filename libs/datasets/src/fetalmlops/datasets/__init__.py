@@ -1,0 +1,1 @@
+"""FetalMLOps datasets: the synthetic fetal-ultrasound phantom and readers for real formats."""

@@ -1,0 +1,1 @@
+"""A seeded synthetic fetal-ultrasound phantom: six planes, scanner profiles, DICOM with PHI."""
