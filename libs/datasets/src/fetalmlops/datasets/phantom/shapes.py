@@ -17,10 +17,15 @@ def _smoothstep(edge: float, distance: Array) -> Array:
     return np.clip(0.5 - distance / max(edge, 1e-6), 0.0, 1.0)
 
 
-def _local(x: Array, z: Array, cx: float, cz: float, angle: float) -> tuple[Array, Array]:
+def _ellipse_distance(
+    x: Array, z: Array, cx: float, cz: float, a: float, b: float, angle: float
+) -> Array:
+    """Approximate signed distance (mm) to an ellipse's border: the normalised radius, scaled."""
     c, s = np.cos(angle), np.sin(angle)
     dx, dz = x - cx, z - cz
-    return c * dx + s * dz, -s * dx + c * dz
+    u, v = c * dx + s * dz, -s * dx + c * dz
+    rho: Array = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+    return (rho - 1.0) * min(a, b)
 
 
 def ellipse(
@@ -33,10 +38,7 @@ def ellipse(
     angle: float = 0.0,
     edge: float = 0.8,
 ) -> Array:
-    u, v = _local(x, z, cx, cz, angle)
-    # Signed distance approximated by scaling the normalised radius with the local semi-axis.
-    rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-    return _smoothstep(edge, (rho - 1.0) * min(a, b))
+    return _smoothstep(edge, _ellipse_distance(x, z, cx, cz, a, b, angle))
 
 
 def ring(
@@ -50,9 +52,8 @@ def ring(
     angle: float = 0.0,
     edge: float = 0.6,
 ) -> Array:
-    u, v = _local(x, z, cx, cz, angle)
-    rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-    return _smoothstep(edge, np.abs(rho - 1.0) * min(a, b) - thickness / 2)
+    distance = np.abs(_ellipse_distance(x, z, cx, cz, a, b, angle))
+    return _smoothstep(edge, distance - thickness / 2)
 
 
 def capsule(
