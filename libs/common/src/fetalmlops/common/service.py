@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -33,12 +34,21 @@ ReadinessCheck = Callable[[], None]
 """Raises when a dependency is not usable; the message is shown on ``/readyz``."""
 
 
+class Server(Protocol):
+    """A listener beside the HTTP app (e.g. a DICOM SCP) that runs in its own threads."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Service:
     settings: Settings
     app: FastAPI
     bus: Bus | None = None
     consumers: Sequence[Consumer] = field(default_factory=list)
+    servers: Sequence[Server] = field(default_factory=list)
 
 
 def buckets_ready(store: ObjectStore, buckets: Sequence[str]) -> ReadinessCheck:
@@ -106,6 +116,8 @@ def run(service: Service) -> None:
     ]
     for thread in threads:
         thread.start()
+    for listener in service.servers:
+        listener.start()
     server = uvicorn.Server(
         uvicorn.Config(
             service.app, host=settings.http_host, port=settings.http_port, log_config=None
@@ -116,6 +128,8 @@ def run(service: Service) -> None:
         server.run()
     finally:
         stop.set()
+        for listener in service.servers:
+            listener.stop()
         for thread in threads:
             thread.join()
         if service.bus is not None:

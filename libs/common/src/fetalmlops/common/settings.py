@@ -63,6 +63,10 @@ class Topics(BaseModel):
     deadletter: str = Field(
         "fetal.deadletter", description="Messages a consumer gave up on, with the error in headers."
     )
+    deadletter_raw: str = Field(
+        "fetal.deadletter.raw",
+        description="Dead letters of raw-zone consumers: they may hold PHI, like `fetal-raw`.",
+    )
 
     def all(self) -> list[str]:
         return list(self.model_dump().values())

@@ -50,6 +50,37 @@ class ReportKind(StrEnum):
     CARBON = "carbon"
 
 
+class IngestChannel(StrEnum):
+    """How an image reached the raw zone (proto `fetalmlops.v1.IngestChannel`)."""
+
+    KAFKA = "kafka"
+    STOW_RS = "stow_rs"
+    C_STORE = "c_store"
+    REST = "rest"
+    IMPORT = "import"
+
+
+class IngestRecord(Base):
+    """One raw object in `fetal-raw`, keyed by its content hash. Holds no PHI: no UIDs, no
+    names, no file names — only what ingest checked and when it announced the image."""
+
+    __tablename__ = "ingest_records"
+
+    sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    raw_key: Mapped[str] = mapped_column(sa.String(1024))
+    media_type: Mapped[str] = mapped_column(sa.String(64))
+    channel: Mapped[IngestChannel] = mapped_column(string_enum(IngestChannel, "ingest_channel"))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    modality: Mapped[str | None] = mapped_column(sa.String(16))
+    sop_class_uid: Mapped[str | None] = mapped_column(sa.String(64))
+    rows: Mapped[int]
+    columns: Mapped[int]
+    frames: Mapped[int]
+    received_at: Mapped[datetime] = _created_at()
+    # Set once fetal.images.received is acknowledged; a record without it is announced again.
+    announced_at: Mapped[datetime | None]
+
+
 class Image(Base):
     """A de-identified image in the `fetal-anonymized` bucket."""
 

@@ -1,0 +1,116 @@
+"""The raw zone's one way in: validate, store content-addressed, record, announce — once.
+
+Every channel (Kafka, STOW-RS, C-STORE, REST, import) calls ``Intake.receive``. The object key
+is the content's sha256, so a replay or a second upload of the same bytes lands on the same
+object. The record's ``announced_at`` is set only after ``fetal.images.received`` is
+acknowledged: a crash between storing and announcing leads to a second announcement on retry,
+never to none, and an image already announced is neither stored nor announced again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import Engine
+
+from fetalmlops.common.bus import Bus, publish_event
+from fetalmlops.common.db import IngestChannel, IngestRecord, session_scope
+from fetalmlops.common.db.columns import utcnow
+from fetalmlops.common.settings import Settings
+from fetalmlops.common.store import ObjectStore, put_content_addressed
+from fetalmlops.ingest.settings import IngestSettings
+from fetalmlops.ingest.validation import ValidImage, validate
+from fetalmlops.v1 import common_pb2, images_pb2
+
+log = logging.getLogger(__name__)
+
+RAW_PREFIX = "sha256/"
+PROTO_CHANNEL = {
+    IngestChannel.KAFKA: images_pb2.INGEST_CHANNEL_KAFKA,
+    IngestChannel.STOW_RS: images_pb2.INGEST_CHANNEL_STOW_RS,
+    IngestChannel.C_STORE: images_pb2.INGEST_CHANNEL_C_STORE,
+    IngestChannel.REST: images_pb2.INGEST_CHANNEL_REST,
+    IngestChannel.IMPORT: images_pb2.INGEST_CHANNEL_IMPORT,
+}
+
+
+class Outcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    sha256: str
+    outcome: Outcome
+    image: ValidImage
+
+
+@dataclass
+class Intake:
+    settings: Settings
+    limits: IngestSettings
+    store: ObjectStore
+    bus: Bus
+    engine: Engine
+
+    def check(self, data: bytes) -> ValidImage:
+        """Validation alone, for channels that must vet a whole batch before storing any."""
+        return validate(data, self.limits)
+
+    def receive(self, data: bytes, channel: IngestChannel) -> Receipt:
+        return self.admit(data, self.check(data), channel)
+
+    def admit(self, data: bytes, image: ValidImage, channel: IngestChannel) -> Receipt:
+        """Store and announce bytes that ``check`` has already accepted."""
+        bucket = self.settings.buckets.raw
+        info, _ = put_content_addressed(
+            self.store, bucket, data, prefix=RAW_PREFIX, content_type=image.media_type
+        )
+        sha256 = info.key.removeprefix(RAW_PREFIX)
+        with session_scope(self.engine) as session:
+            record = session.get(IngestRecord, sha256)
+            if record is None:
+                session.add(
+                    IngestRecord(
+                        sha256=sha256,
+                        raw_key=info.key,
+                        media_type=image.media_type,
+                        channel=channel,
+                        size_bytes=len(data),
+                        modality=image.modality,
+                        sop_class_uid=image.sop_class_uid,
+                        rows=image.rows,
+                        columns=image.columns,
+                        frames=image.frames,
+                    )
+                )
+            elif record.announced_at is not None:
+                log.info("duplicate image", extra={"sha256": sha256, "channel": channel.value})
+                return Receipt(sha256, Outcome.DUPLICATE, image)
+        self._announce(sha256, info.key, len(data), image, channel)
+        with session_scope(self.engine) as session:
+            announced = session.get(IngestRecord, sha256)
+            if announced is not None:
+                announced.announced_at = utcnow()
+        log.info("image received", extra={"sha256": sha256, "channel": channel.value})
+        return Receipt(sha256, Outcome.STORED, image)
+
+    def _announce(
+        self, sha256: str, key: str, size: int, image: ValidImage, channel: IngestChannel
+    ) -> None:
+        event = images_pb2.ImageReceived(
+            sha256=sha256,
+            raw=common_pb2.ObjectRef(
+                bucket=self.settings.buckets.raw,
+                key=key,
+                sha256=sha256,
+                size=size,
+                content_type=image.media_type,
+            ),
+            channel=PROTO_CHANNEL[channel],
+            media_type=image.media_type,
+        )
+        publish_event(self.bus, self.settings.topics.images_received, sha256, event, "ingest")
