@@ -45,6 +45,7 @@ def test_service_serves_health_and_stops_on_sigterm(
         "FETALMLOPS_HTTP_PORT": str(port),
         "FETALMLOPS_STORE_DIR": str(tmp_path / "objects"),
         "FETALMLOPS_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "FETALMLOPS_INGEST_SCP_PORT": str(free_port()),
     }
     if launcher == "python -m":
         command = [sys.executable, "-m", f"fetalmlops.{service}"]

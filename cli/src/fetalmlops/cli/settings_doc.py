@@ -5,6 +5,7 @@ The README's settings tables are this command's output; a test keeps the two ide
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,13 @@ def _rows(settings: type[BaseSettings], prefix: str) -> list[str]:
 
 
 def settings_markdown() -> str:
-    services = "\n".join(_rows(Settings, ENV_PREFIX))
-    stack = "\n".join(_rows(StackConfig, STACK_ENV_PREFIX))
-    return f"Services:\n\n{services}\n\nLocal stack:\n\n{stack}\n"
+    """Every service's shared settings, each installed service's own, then the local stack's."""
+    sections = [("Every service", Settings, ENV_PREFIX)]
+    for group in sorted(entry_points(group="fetalmlops.settings"), key=lambda e: e.name):
+        own = group.load()
+        sections.append((f"The {group.name} service", own, own.model_config.get("env_prefix", "")))
+    sections.append(("The local stack", StackConfig, STACK_ENV_PREFIX))
+    return "".join(f"{title}:\n\n" + "\n".join(_rows(cls, prefix)) + "\n\n" for title, cls, prefix in sections)
 
 
 def settings() -> None:

@@ -36,4 +36,3 @@ class IngestSettings(BaseSettings):
         repr=False,
         description='Bearer tokens and their scopes (JSON), e.g. `{"s3cret": ["images:write"]}`.',
     )
-    upload_timeout_s: float = Field(30.0, description="Time a client gets to send one request.")

@@ -1,0 +1,124 @@
+"""The ingest service as its own process against the real stack, for channel tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from fetalmlops.common.db import upgrade
+from fetalmlops.common.settings import Settings
+from fetalmlops.v1 import images_pb2
+
+FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
+WRITER_TOKEN, LABELLER_TOKEN = "test-writer-token", "test-labeller-token"
+CALLING_AE = "FETAL_PACS"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class RunningIngest:
+    url: str
+    scp_port: int
+    settings: Settings  # ingest's own view of the stack
+    log: Path
+
+    @property
+    def writer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {WRITER_TOKEN}"}
+
+
+@contextmanager
+def running_ingest(
+    owner: Settings, ingest: Settings, env: dict[str, str], log: Path
+) -> Iterator[RunningIngest]:
+    upgrade(owner.database_url)
+    http_port, scp_port = free_port(), free_port()
+    environment = {
+        **os.environ,
+        **env,
+        "FETALMLOPS_HTTP_PORT": str(http_port),
+        "FETALMLOPS_INGEST_SCP_PORT": str(scp_port),
+        "FETALMLOPS_INGEST_CALLING_AE_TITLES": json.dumps([CALLING_AE]),
+        "FETALMLOPS_INGEST_TOKENS": json.dumps(
+            {WRITER_TOKEN: ["images:write"], LABELLER_TOKEN: ["labels:write"]}
+        ),
+    }
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(FETALMLOPS), "run", "ingest"], env=environment, stderr=output
+        )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"ingest not ready:\n{log.read_text()}"
+            time.sleep(0.3)
+        yield RunningIngest(url, scp_port, ingest, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            process.kill()
+
+
+class AnnouncementWatch:
+    """Announcements on fetal.images.received made after this watch was created."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.topics.images_received
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+        )
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        self.consumer.assign([TopicPartition(self.topic, p) for p in partitions])
+        self.consumer.seek_to_end()
+        for partition in self.consumer.assignment():
+            self.consumer.position(partition)  # resolve the lazy seek now, before the action
+
+    def collect(
+        self, expected: int, quiet_s: float = 3.0, timeout_s: float = 60
+    ) -> list[images_pb2.ImageReceived]:
+        """Waits for ``expected`` announcements, then ``quiet_s`` more to catch duplicates."""
+        events: list[images_pb2.ImageReceived] = []
+        deadline, quiet_until = time.monotonic() + timeout_s, None
+        try:
+            while time.monotonic() < deadline:
+                for messages in self.consumer.poll(timeout_ms=500).values():
+                    events += [images_pb2.ImageReceived.FromString(m.value) for m in messages]
+                if quiet_until is None and len(events) >= expected:
+                    quiet_until = time.monotonic() + quiet_s
+                if quiet_until is not None and time.monotonic() > quiet_until:
+                    break
+        finally:
+            self.consumer.close()
+        return events
+
+
+def counts(events: list[images_pb2.ImageReceived]) -> Counter[str]:
+    return Counter(e.sha256 for e in events)
