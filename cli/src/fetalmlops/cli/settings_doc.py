@@ -47,7 +47,9 @@ def settings_markdown() -> str:
         own = group.load()
         sections.append((f"The {group.name} service", own, own.model_config.get("env_prefix", "")))
     sections.append(("The local stack", StackConfig, STACK_ENV_PREFIX))
-    return "".join(f"{title}:\n\n" + "\n".join(_rows(cls, prefix)) + "\n\n" for title, cls, prefix in sections)
+    return "".join(
+        f"{title}:\n\n" + "\n".join(_rows(cls, prefix)) + "\n\n" for title, cls, prefix in sections
+    )
 
 
 def settings() -> None:

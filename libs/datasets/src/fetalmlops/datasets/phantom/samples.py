@@ -19,7 +19,9 @@ def sample_dicom(seed: int = 0, profile: str = "highend-a") -> bytes:
     spec = _spec(seed, profile)
     frame = draw(spec, seed, 0.5, banner=True)
     study = uids(seed, spec.patient, spec.visit_index, 1, spec.image_id)
-    dataset, _ = to_dataset(frame, spec.profile, spec.patient, spec.visit, study, spec.instance_number)
+    dataset, _ = to_dataset(
+        frame, spec.profile, spec.patient, spec.visit, study, spec.instance_number
+    )
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -39,7 +39,9 @@ def upgrade() -> None:
             "received_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
         sa.Column("announced_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(f"channel IN ({allowed})", name=op.f("ck_ingest_records_ingest_channel")),
+        sa.CheckConstraint(
+            f"channel IN ({allowed})", name=op.f("ck_ingest_records_ingest_channel")
+        ),
         sa.PrimaryKeyConstraint("sha256", name=op.f("pk_ingest_records")),
     )
 
