@@ -24,6 +24,7 @@ from fetalmlops.v1 import images_pb2
 
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
 WRITER_TOKEN, LABELLER_TOKEN = "test-writer-token", "test-labeller-token"
+IMPORTER_TOKEN = "test-importer-token"
 CALLING_AE = "FETAL_PACS"
 
 
@@ -58,7 +59,11 @@ def running_ingest(
         "FETALMLOPS_INGEST_SCP_PORT": str(scp_port),
         "FETALMLOPS_INGEST_CALLING_AE_TITLES": json.dumps([CALLING_AE]),
         "FETALMLOPS_INGEST_TOKENS": json.dumps(
-            {WRITER_TOKEN: ["images:write"], LABELLER_TOKEN: ["labels:write"]}
+            {
+                WRITER_TOKEN: ["images:write"],
+                LABELLER_TOKEN: ["labels:write"],
+                IMPORTER_TOKEN: ["images:write", "labels:write"],
+            }
         ),
     }
     with log.open("w") as output:
@@ -87,11 +92,11 @@ def running_ingest(
             process.kill()
 
 
-class AnnouncementWatch:
-    """Announcements on fetal.images.received made after this watch was created."""
+class TopicWatch:
+    """Messages published on a topic after this watch was created."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.topic = settings.topics.images_received
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
         )
@@ -110,7 +115,7 @@ class AnnouncementWatch:
         try:
             while time.monotonic() < deadline:
                 for messages in self.consumer.poll(timeout_ms=500).values():
-                    events += [images_pb2.ImageReceived.FromString(m.value) for m in messages]
+                    events += [m.value for m in messages]
                 if quiet_until is None and len(events) >= expected:
                     quiet_until = time.monotonic() + quiet_s
                 if quiet_until is not None and time.monotonic() > quiet_until:
@@ -118,6 +123,16 @@ class AnnouncementWatch:
         finally:
             self.consumer.close()
         return events
+
+
+class AnnouncementWatch(TopicWatch):
+    """Announcements on fetal.images.received made after this watch was created."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.topics.images_received)
+
+    def announced(self, expected: int) -> list[images_pb2.ImageReceived]:
+        return [images_pb2.ImageReceived.FromString(v) for v in self.collect(expected)]
 
 
 def counts(events: list[images_pb2.ImageReceived]) -> Counter[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,14 +24,19 @@ from fetalmlops.common.bus import KafkaBus, publish_event
 from fetalmlops.common.bus.consume import DLQ_ERROR
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import MinioStore, ObjectNotFound
+from fetalmlops.datasets.phantom.dataset import generate, plan
 from fetalmlops.datasets.phantom.samples import sample_dicom
-from fetalmlops.v1 import common_pb2, images_pb2, studies_pb2
+from fetalmlops.datasets.readers import read_dataset
+from fetalmlops.v1 import common_pb2, images_pb2, labels_pb2, studies_pb2
 
 from .ingest_service import (
     CALLING_AE,
+    FETALMLOPS,
+    IMPORTER_TOKEN,
     LABELLER_TOKEN,
     AnnouncementWatch,
     RunningIngest,
+    TopicWatch,
     counts,
     running_ingest,
 )
@@ -96,7 +102,7 @@ def test_rest_upload_arrives_once(ingest: RunningIngest, raw: MinioStore) -> Non
         again = client.post("/v1/images", files={"file": ("a.dcm", data)})
     assert (first.status_code, again.status_code) == (201, 200)
     assert stored_once(raw, ingest.settings.buckets.raw, data)
-    assert counts(watch.collect(1)) == {sha(data): 1}
+    assert counts(watch.announced(1)) == {sha(data): 1}
 
 
 def test_rest_refuses_bad_input_and_missing_tokens(ingest: RunningIngest, raw: MinioStore) -> None:
@@ -132,7 +138,7 @@ def test_stow_rs_stores_a_study_once(ingest: RunningIngest, raw: MinioStore) -> 
     assert first.headers["content-type"].startswith("application/dicom+json")
     assert len(first.json()["00081199"]["Value"]) == 2
     assert all(stored_once(raw, ingest.settings.buckets.raw, d) for d in instances)
-    assert counts(watch.collect(2)) == {sha(d): 1 for d in instances}
+    assert counts(watch.announced(2)) == {sha(d): 1 for d in instances}
 
 
 def c_store(ingest: RunningIngest, data: bytes, calling: str = CALLING_AE) -> int | None:
@@ -157,7 +163,7 @@ def test_c_store_from_a_dicom_peer(ingest: RunningIngest, raw: MinioStore) -> No
     assert c_store(ingest, data) == 0x0000  # a resend is acknowledged, not stored again
     # The SCP stores the dataset as received over the network (its own file meta), so the
     # object is found through the announcement and recognised by its SOP Instance UID.
-    (event,) = watch.collect(1)
+    (event,) = watch.announced(1)
     stored = pydicom.dcmread(io.BytesIO(raw.get(event.raw.bucket, event.raw.key)))
     assert stored.SOPInstanceUID == pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
     assert event.channel == images_pb2.INGEST_CHANNEL_C_STORE
@@ -210,7 +216,7 @@ def test_kafka_study_with_inline_and_landing_instances(
     publish_event(bus, topic, f"study-{sha(inline)[:8]}", message, "test-pacs")  # pushed twice
     bus.close()
     keys = {sha(inline), sha(staged)}
-    assert counts(watch.collect(2)) == dict.fromkeys(keys, 1)
+    assert counts(watch.announced(2)) == dict.fromkeys(keys, 1)
     assert stored_once(raw, bucket, inline) and stored_once(raw, bucket, staged)
 
 
@@ -237,3 +243,53 @@ def test_kafka_poison_study_is_dead_lettered_whole(ingest: RunningIngest, raw: M
         letter.header(DLQ_ERROR) == b"Rejected: instance 2: not a DICOM Part 10 file, PNG or JPEG"
     )
     assert absent(raw, settings.buckets.raw, good), "nothing of a rejected study is stored"
+
+
+def test_dataset_import_is_resumable_and_arrives_once(
+    ingest: RunningIngest, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "phantom"
+    seed = random.randrange(10**9)
+    generate(dataset, plan(2, seed=seed, profiles=("portable",)), seed=seed)
+    total = len(read_dataset(dataset))
+    announcements, labels = (
+        AnnouncementWatch(ingest.settings),
+        TopicWatch(ingest.settings, ingest.settings.topics.labels),
+    )
+    command = [str(FETALMLOPS), "dataset", "import", str(dataset), "--url", ingest.url]
+    command += ["--token", IMPORTER_TOKEN, "--journal-dir", str(tmp_path / "journal")]
+
+    interrupted = subprocess.run(
+        [*command, "--limit", "3"], capture_output=True, text=True, timeout=120
+    )
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert interrupted.returncode == 0, interrupted.stderr
+    assert f"3 imported, 0 already done, 0 refused, {total - 3} left" in interrupted.stdout
+    assert resumed.returncode == 0 and f"{total - 3} imported, 3 already done" in resumed.stdout
+    events = announcements.announced(total)
+    assert len(events) == total and set(counts(events).values()) == {1}
+    assert {e.channel for e in events} == {images_pb2.INGEST_CHANNEL_IMPORT}
+    attached = [labels_pb2.LabelAttached.FromString(v) for v in labels.collect(total)]
+    assert sorted(a.raw_sha256 for a in attached) == sorted(counts(events))
+
+
+def test_dataset_import_with_a_bad_token_stops_at_once(
+    ingest: RunningIngest, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "phantom"
+    generate(dataset, plan(1, seed=1), seed=1)
+    command = [
+        str(FETALMLOPS),
+        "dataset",
+        "import",
+        str(dataset),
+        "--url",
+        ingest.url,
+        "--token",
+        "nope",
+    ]
+    result = subprocess.run(
+        [*command, "--journal-dir", str(tmp_path / "j")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "refused the token" in result.stderr

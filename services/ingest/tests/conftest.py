@@ -13,7 +13,11 @@ from fetalmlops.ingest.intake import Intake
 from fetalmlops.ingest.main import build
 from fetalmlops.ingest.settings import IngestSettings
 
-TOKENS = {"writer": ["images:write"], "labeller": ["labels:write"]}
+TOKENS = {
+    "writer": ["images:write"],
+    "labeller": ["labels:write"],
+    "importer": ["images:write", "labels:write"],
+}
 WRITER = {"Authorization": "Bearer writer"}
 
 

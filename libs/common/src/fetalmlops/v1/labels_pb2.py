@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from fetalmlops.v1 import common_pb2 as fetalmlops_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65talmlops/v1/labels.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\xb1\x01\n\rLabelAttached\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12#\n\x05plane\x18\x03 \x01(\x0e\x32\x14.fetalmlops.v1.Plane\x12.\n\x0b\x62rain_plane\x18\x04 \x01(\x0e\x32\x19.fetalmlops.v1.BrainPlane\x12\x11\n\tannotator\x18\x05 \x01(\t*\xa9\x01\n\x05Plane\x12\x15\n\x11PLANE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLANE_FETAL_ABDOMEN\x10\x01\x12\x15\n\x11PLANE_FETAL_BRAIN\x10\x02\x12\x15\n\x11PLANE_FETAL_FEMUR\x10\x03\x12\x16\n\x12PLANE_FETAL_THORAX\x10\x04\x12\x19\n\x15PLANE_MATERNAL_CERVIX\x10\x05\x12\x0f\n\x0bPLANE_OTHER\x10\x06*\xa5\x01\n\nBrainPlane\x12\x1b\n\x17\x42RAIN_PLANE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x42RAIN_PLANE_TRANS_THALAMIC\x10\x01\x12 \n\x1c\x42RAIN_PLANE_TRANS_CEREBELLUM\x10\x02\x12!\n\x1d\x42RAIN_PLANE_TRANS_VENTRICULAR\x10\x03\x12\x15\n\x11\x42RAIN_PLANE_OTHER\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65talmlops/v1/labels.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\xd2\x01\n\rLabelAttached\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\x08image_id\x18\x02 \x01(\tH\x00\x12\x14\n\nraw_sha256\x18\x06 \x01(\tH\x00\x12#\n\x05plane\x18\x03 \x01(\x0e\x32\x14.fetalmlops.v1.Plane\x12.\n\x0b\x62rain_plane\x18\x04 \x01(\x0e\x32\x19.fetalmlops.v1.BrainPlane\x12\x11\n\tannotator\x18\x05 \x01(\tB\x07\n\x05image*\xa9\x01\n\x05Plane\x12\x15\n\x11PLANE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLANE_FETAL_ABDOMEN\x10\x01\x12\x15\n\x11PLANE_FETAL_BRAIN\x10\x02\x12\x15\n\x11PLANE_FETAL_FEMUR\x10\x03\x12\x16\n\x12PLANE_FETAL_THORAX\x10\x04\x12\x19\n\x15PLANE_MATERNAL_CERVIX\x10\x05\x12\x0f\n\x0bPLANE_OTHER\x10\x06*\xa5\x01\n\nBrainPlane\x12\x1b\n\x17\x42RAIN_PLANE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x42RAIN_PLANE_TRANS_THALAMIC\x10\x01\x12 \n\x1c\x42RAIN_PLANE_TRANS_CEREBELLUM\x10\x02\x12!\n\x1d\x42RAIN_PLANE_TRANS_VENTRICULAR\x10\x03\x12\x15\n\x11\x42RAIN_PLANE_OTHER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fetalmlops.v1.labels_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLANE']._serialized_start=254
-  _globals['_PLANE']._serialized_end=423
-  _globals['_BRAINPLANE']._serialized_start=426
-  _globals['_BRAINPLANE']._serialized_end=591
+  _globals['_PLANE']._serialized_start=287
+  _globals['_PLANE']._serialized_end=456
+  _globals['_BRAINPLANE']._serialized_start=459
+  _globals['_BRAINPLANE']._serialized_end=624
   _globals['_LABELATTACHED']._serialized_start=74
-  _globals['_LABELATTACHED']._serialized_end=251
+  _globals['_LABELATTACHED']._serialized_end=284
 # @@protoc_insertion_point(module_scope)

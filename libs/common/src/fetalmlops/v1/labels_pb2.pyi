@@ -38,15 +38,17 @@ BRAIN_PLANE_TRANS_VENTRICULAR: BrainPlane
 BRAIN_PLANE_OTHER: BrainPlane
 
 class LabelAttached(_message.Message):
-    __slots__ = ("meta", "image_id", "plane", "brain_plane", "annotator")
+    __slots__ = ("meta", "image_id", "raw_sha256", "plane", "brain_plane", "annotator")
     META_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAW_SHA256_FIELD_NUMBER: _ClassVar[int]
     PLANE_FIELD_NUMBER: _ClassVar[int]
     BRAIN_PLANE_FIELD_NUMBER: _ClassVar[int]
     ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.EventMeta
     image_id: str
+    raw_sha256: str
     plane: Plane
     brain_plane: BrainPlane
     annotator: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., image_id: _Optional[str] = ..., plane: _Optional[_Union[Plane, str]] = ..., brain_plane: _Optional[_Union[BrainPlane, str]] = ..., annotator: _Optional[str] = ...) -> None: ...
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., image_id: _Optional[str] = ..., raw_sha256: _Optional[str] = ..., plane: _Optional[_Union[Plane, str]] = ..., brain_plane: _Optional[_Union[BrainPlane, str]] = ..., annotator: _Optional[str] = ...) -> None: ...

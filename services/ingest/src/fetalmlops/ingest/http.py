@@ -6,15 +6,17 @@ This is the one place that maps validation verdicts onto HTTP status codes.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile, status
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import JSONResponse
 
 from fetalmlops.common.db import IngestChannel
 from fetalmlops.ingest import stow
-from fetalmlops.ingest.auth import IMAGES_WRITE, require
+from fetalmlops.ingest.auth import IMAGES_WRITE, LABELS_WRITE, require
 from fetalmlops.ingest.intake import Intake, Outcome
+from fetalmlops.ingest.labels import LabelRequest, publish_label
 from fetalmlops.ingest.validation import Invalid, Verdict
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,13 @@ HTTP_STATUS = {
     Verdict.NOT_ALLOWED: status.HTTP_422_UNPROCESSABLE_CONTENT,
     Verdict.CORRUPT: status.HTTP_422_UNPROCESSABLE_CONTENT,
 }
+
+
+class UploadChannel(StrEnum):
+    REST = IngestChannel.REST.value
+    IMPORT = IngestChannel.IMPORT.value
+
+
 # A multipart body may carry several instances plus their framing.
 STOW_BODY_FACTOR = 4
 
@@ -59,12 +68,18 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
         dependencies=[can_write_images],
         responses={200: {"description": "Already received: neither stored nor announced again"}},
     )
-    async def upload(file: UploadFile = File(...)) -> JSONResponse:  # noqa: B008
-        """Upload one DICOM, PNG or JPEG image (multipart/form-data field `file`)."""
+    async def upload(
+        file: UploadFile = File(...),  # noqa: B008
+        channel: UploadChannel = Form(UploadChannel.REST),  # noqa: B008
+    ) -> JSONResponse:
+        """Upload one DICOM, PNG or JPEG image (multipart/form-data field `file`).
+
+        Dataset importers send `channel=import` so the record says how the image came.
+        """
         data = await file.read(limits.max_bytes + 1)
         if len(data) > limits.max_bytes:
             raise Invalid(Verdict.TOO_LARGE, f"file exceeds {limits.max_bytes} bytes")
-        receipt = intake.receive(data, IngestChannel.REST)
+        receipt = intake.receive(data, IngestChannel(channel.value))
         code = status.HTTP_201_CREATED if receipt.outcome is Outcome.STORED else status.HTTP_200_OK
         body = {
             "sha256": receipt.sha256,
@@ -72,6 +87,20 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
             "media_type": receipt.image.media_type,
         }
         return JSONResponse(body, code)
+
+    @app.post(
+        "/v1/labels",
+        tags=["labels"],
+        status_code=status.HTTP_202_ACCEPTED,
+        dependencies=[Depends(require(LABELS_WRITE, limits))],
+    )
+    def attach_label(request: LabelRequest) -> dict[str, str]:
+        """Attach a plane (and brain sub-plane) to an image; published on fetal.labels."""
+        try:
+            event_id = publish_label(intake.bus, intake.settings, request)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        return {"event_id": event_id, "status": "accepted"}
 
     @app.post("/dicomweb/studies", tags=["dicomweb"], dependencies=[can_write_images])
     async def store_instances(request: Request) -> JSONResponse:
