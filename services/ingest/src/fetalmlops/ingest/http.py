@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from fetalmlops.common.db import IngestChannel
 from fetalmlops.ingest import stow
@@ -79,7 +80,8 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
         data = await file.read(limits.max_bytes + 1)
         if len(data) > limits.max_bytes:
             raise Invalid(Verdict.TOO_LARGE, f"file exceeds {limits.max_bytes} bytes")
-        receipt = intake.receive(data, IngestChannel(channel.value))
+        # Validation, hashing and the stores block: keep them off the event loop.
+        receipt = await run_in_threadpool(intake.receive, data, IngestChannel(channel.value))
         code = status.HTTP_201_CREATED if receipt.outcome is Outcome.STORED else status.HTTP_200_OK
         body = {
             "sha256": receipt.sha256,
@@ -114,7 +116,7 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
         failures: list[dict[str, Any]] = []
         for part in instances:
             try:
-                intake.receive(part.data, IngestChannel.STOW_RS)
+                await run_in_threadpool(intake.receive, part.data, IngestChannel.STOW_RS)
                 stored.append(stow.referenced(part))
             except Invalid as exc:
                 failures.append(stow.failed(part, stow.FAILURE_REASON[exc.verdict]))
