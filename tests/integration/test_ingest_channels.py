@@ -19,9 +19,11 @@ import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import UltrasoundImageStorage, Verification  # type: ignore[attr-defined]
+from sqlalchemy import text
 
 from fetalmlops.common.bus import KafkaBus, publish_event
 from fetalmlops.common.bus.consume import DLQ_ERROR
+from fetalmlops.common.db import create_engine_for
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import MinioStore, ObjectNotFound
 from fetalmlops.datasets.phantom.dataset import generate, plan
@@ -293,3 +295,37 @@ def test_dataset_import_with_a_bad_token_stops_at_once(
         [*command, "--journal-dir", str(tmp_path / "j")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "refused the token" in result.stderr
+
+
+def test_no_phi_leaves_the_raw_zone(
+    ingest: RunningIngest, stack_settings: Callable[[str | None], Settings]
+) -> None:
+    """Plant PHI, push it in, search everything ingest writes outside fetal-raw for it."""
+    data = fresh_dicom()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    phi = [
+        str(ds.PatientName), ds.PatientName.family_name, ds.PatientID, ds.PatientBirthDate,
+        ds.AccessionNumber, ds.InstitutionName, str(ds.ReferringPhysicianName), ds.StationName,
+        ds.StudyInstanceUID, ds.SOPInstanceUID,
+    ]  # fmt: skip
+    watch = AnnouncementWatch(ingest.settings)
+    with httpx.Client(base_url=ingest.url, headers=ingest.writer) as client:
+        sha256 = client.post("/v1/images", files={"file": (f"{ds.PatientName}.dcm", data)}).json()[
+            "sha256"
+        ]
+        metrics = client.get("/metrics").text
+    assert c_store(ingest, data) == 0x0000
+    events = watch.collect(2)
+    engine = create_engine_for(stack_settings(None).database_url)
+    with engine.connect() as connection:
+        rows = [str(row) for row in connection.execute(text("SELECT * FROM ingest_records"))]
+    engine.dispose()
+    channels = {
+        "events": b"".join(events).decode("latin-1"),
+        "log": ingest.log.read_text(),
+        "metrics": metrics,
+        "ingest_records": "\n".join(rows),
+    }
+    assert sha256 in channels["ingest_records"], "the search covers this image's row"
+    leaks = {name: [v for v in phi if v and v in content] for name, content in channels.items()}
+    assert leaks == {name: [] for name in channels}
