@@ -33,6 +33,8 @@ def test_upload_stores_then_recognises_a_duplicate(client: TestClient) -> None:
     assert first.status_code == 201 and first.json()["outcome"] == "stored"
     assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
     assert first.json()["sha256"] == again.json()["sha256"]
+    metrics = client.get("/metrics").text
+    assert 'fetalmlops_ingest_images_total{channel="rest",outcome="duplicate"}' in metrics
 
 
 def test_upload_png_and_jpeg(client: TestClient) -> None:
@@ -53,6 +55,8 @@ def test_bad_uploads_get_a_reason_and_a_4xx(client: TestClient) -> None:
         response = client.post("/v1/images", files={"file": ("x", data)}, headers=WRITER)
         assert response.status_code == status and response.json()["detail"]
     assert client.post("/v1/images", headers=WRITER).status_code == 422  # no file field
+    refused = client.get("/metrics").text
+    assert 'fetalmlops_ingest_refused_total{channel="rest",verdict="unsupported"}' in refused
 
 
 def test_tokens_and_scopes(client: TestClient) -> None:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
+from prometheus_client import Counter
 from sqlalchemy import Engine
 
 from fetalmlops.common.bus import Bus, publish_event
@@ -21,12 +22,22 @@ from fetalmlops.common.db.columns import utcnow
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore, put_content_addressed
 from fetalmlops.ingest.settings import IngestSettings
-from fetalmlops.ingest.validation import ValidImage, validate
+from fetalmlops.ingest.validation import Invalid, ValidImage, validate
 from fetalmlops.v1 import common_pb2, images_pb2
 
 log = logging.getLogger(__name__)
 
 RAW_PREFIX = "sha256/"
+IMAGES = Counter(
+    "fetalmlops_ingest_images_total",
+    "Images accepted, by channel and outcome.",
+    ["channel", "outcome"],
+)
+REFUSED = Counter(
+    "fetalmlops_ingest_refused_total",
+    "Images refused, by channel and verdict.",
+    ["channel", "verdict"],
+)
 PROTO_CHANNEL = {
     IngestChannel.KAFKA: images_pb2.INGEST_CHANNEL_KAFKA,
     IngestChannel.STOW_RS: images_pb2.INGEST_CHANNEL_STOW_RS,
@@ -61,7 +72,12 @@ class Intake:
         return validate(data, self.limits)
 
     def receive(self, data: bytes, channel: IngestChannel) -> Receipt:
-        return self.admit(data, self.check(data), channel)
+        try:
+            image = self.check(data)
+        except Invalid as exc:
+            REFUSED.labels(channel.value, exc.verdict.value).inc()
+            raise
+        return self.admit(data, image, channel)
 
     def admit(self, data: bytes, image: ValidImage, channel: IngestChannel) -> Receipt:
         """Store and announce bytes that ``check`` has already accepted."""
@@ -89,6 +105,7 @@ class Intake:
                 )
             elif record.announced_at is not None:
                 log.info("duplicate image", extra={"sha256": sha256, "channel": channel.value})
+                IMAGES.labels(channel.value, Outcome.DUPLICATE.value).inc()
                 return Receipt(sha256, Outcome.DUPLICATE, image)
         self._announce(sha256, info.key, len(data), image, channel)
         with session_scope(self.engine) as session:
@@ -96,6 +113,7 @@ class Intake:
             if announced is not None:
                 announced.announced_at = utcnow()
         log.info("image received", extra={"sha256": sha256, "channel": channel.value})
+        IMAGES.labels(channel.value, Outcome.STORED.value).inc()
         return Receipt(sha256, Outcome.STORED, image)
 
     def _announce(

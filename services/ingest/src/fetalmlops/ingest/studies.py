@@ -13,7 +13,7 @@ from fetalmlops.common.bus.consume import Handler
 from fetalmlops.common.db import IngestChannel
 from fetalmlops.common.events import UnknownSchema
 from fetalmlops.common.store import ObjectNotFound
-from fetalmlops.ingest.intake import Intake
+from fetalmlops.ingest.intake import REFUSED, Intake
 from fetalmlops.ingest.validation import Invalid
 from fetalmlops.v1 import studies_pb2
 
@@ -57,6 +57,7 @@ def handler(intake: Intake) -> Handler:
             try:
                 checked.append((data, intake.check(data)))
             except Invalid as exc:
+                REFUSED.labels(IngestChannel.KAFKA.value, exc.verdict.value).inc()
                 raise Rejected(f"instance {position}: {exc.reason}") from None
         for data, image in checked:
             intake.admit(data, image, IngestChannel.KAFKA)
