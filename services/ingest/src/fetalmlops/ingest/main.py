@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fetalmlops.common.bus import Consumer, open_bus, retry_policy
 from fetalmlops.common.db.session import create_engine_for
 from fetalmlops.common.service import (
@@ -49,4 +51,6 @@ def build(settings: Settings, limits: IngestSettings | None = None) -> Service:
 
 
 def main() -> None:
+    # pydicom logs the offending value of malformed elements; from a PACS that may be PHI.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
     run(build(Settings(service_name=SERVICE_NAME)))

@@ -85,10 +85,12 @@ def _check_size(rows: int, columns: int, frames: int, limits: IngestSettings) ->
 
 def validate_dicom(data: bytes, limits: IngestSettings) -> ValidImage:
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=False)
-        modality, sop_class = str(ds.get("Modality", "")), str(ds.get("SOPClassUID", ""))
-        rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings quote values, which may be PHI
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=False)
+            modality, sop_class = str(ds.get("Modality", "")), str(ds.get("SOPClassUID", ""))
+            rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
     except Exception as exc:  # malformed files raise anything from struct.error to KeyError
         raise Invalid(
             Verdict.CORRUPT, f"not a parseable DICOM file ({type(exc).__name__})"
