@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,16 +20,12 @@ from fetalmlops.common.db import upgrade
 from fetalmlops.common.settings import Settings
 from fetalmlops.v1 import images_pb2
 
+from .processes import answers, free_port, wait_for
+
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
 WRITER_TOKEN, LABELLER_TOKEN = "test-writer-token", "test-labeller-token"
 IMPORTER_TOKEN = "test-importer-token"
 CALLING_AE = "FETAL_PACS"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -72,17 +66,12 @@ def running_ingest(
         )
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
+
+        def ready() -> bool:
             assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"ingest not ready:\n{log.read_text()}"
-            time.sleep(0.3)
+            return answers(f"{url}/readyz")
+
+        wait_for(ready, what="ingest ready")
         yield RunningIngest(url, scp_port, ingest, log)
     finally:
         process.send_signal(signal.SIGTERM)

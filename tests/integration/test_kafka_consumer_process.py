@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,23 +14,11 @@ import pytest
 from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.settings import Settings
 
+from .processes import answers, free_port, wait_for
+
 SCRIPT = Path(__file__).with_name("consumer_process.py")
 
 pytestmark = pytest.mark.stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.2)
 
 
 def calls(out: Path) -> list[str]:
@@ -65,7 +50,7 @@ def test_killed_consumer_redelivers_and_sigterm_shuts_down_cleanly(
     survivor = start("serve", port)
     try:
         wait_for(lambda: len(calls(tmp_path)) == 2)
-        wait_for(lambda: _healthy(port))
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"))
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=30) == 0, survivor.stdout.read() if survivor.stdout else ""
     finally:
@@ -79,11 +64,3 @@ def test_killed_consumer_redelivers_and_sigterm_shuts_down_cleanly(
     after.close()
     assert first.key == "sentinel", "the survivor committed before shutting down"
     bus.close()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from .processes import free_port, get
+
 SERVICES = ["ingest", "anonymizer", "trainer", "inference", "monitor"]
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 # Images start `python -m fetalmlops.<service>`; the CLI dispatches through the same entry point.
