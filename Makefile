@@ -38,7 +38,7 @@ test-unit: setup ## Only the tests that need no running stack (fast)
 lint: setup ## ruff (lint + format check) and mypy on the shared libraries
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
-	$(VENV_BIN)/mypy libs/common/src libs/datasets/src
+	$(VENV_BIN)/mypy libs/common/src libs/datasets/src services/ingest/src services/anonymizer/src
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV_BIN)/ruff check --fix .

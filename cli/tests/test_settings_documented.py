@@ -30,6 +30,8 @@ def test_every_command_has_help() -> None:
         ["settings"],
         ["phantom", "generate"],
         ["phantom", "profiles"],
+        ["anonymize"],
+        ["dataset", "import"],
     ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0, (args, result.output)

@@ -29,7 +29,13 @@ app.command(help="Print every FETALMLOPS_* variable with its default.")(settings
 SERVICES = {ep.name: ep for ep in entry_points(group="fetalmlops.services")}
 
 for command in entry_points(group="fetalmlops.commands"):
-    app.add_typer(command.load(), name=command.name)
+    # A Typer app becomes a command group (`fetalmlops phantom generate`), a function a command
+    # of its own (`fetalmlops anonymize IN OUT`).
+    target = command.load()
+    if isinstance(target, typer.Typer):
+        app.add_typer(target, name=command.name)
+    else:
+        app.command(command.name)(target)
 
 
 @app.command(

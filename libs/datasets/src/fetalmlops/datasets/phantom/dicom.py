@@ -119,7 +119,8 @@ def to_dataset(
     ds.OtherPatientIDsSequence = Sequence([other_id])
 
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = plant("StudyDate", stamp_date)
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = plant("StudyTime", stamp_time)
+    # A time of day alone identifies no one (PS3.15 keeps times under modified dates).
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = stamp_time
     ds.AcquisitionDateTime = plant("AcquisitionDateTime", stamp_date + stamp_time)
     ds.AccessionNumber = plant("AccessionNumber", visit.accession_number)
     ds.StudyID = plant("StudyID", visit.accession_number[-6:])

@@ -1,0 +1,78 @@
+"""Clean Pixel Data for ultrasound: keep what lies inside the imaging regions, blank the rest.
+
+Scanners burn the patient banner into the frame outside the sector; the
+SequenceOfUltrasoundRegions (PS3.3 C.8.5.5) says where the image itself is. Everything outside
+the union of its regions is set to zero, in every frame, and the result is stored uncompressed.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+Box = tuple[int, int, int, int]
+
+
+class NoRegions(ValueError):
+    """The image says nothing of where its imaging region is: it cannot be cleaned by regions."""
+
+
+def us_regions(ds: Dataset) -> list[Box]:
+    return [
+        (
+            int(r.RegionLocationMinX0),
+            int(r.RegionLocationMinY0),
+            int(r.RegionLocationMaxX1),
+            int(r.RegionLocationMaxY1),
+        )
+        for r in ds.get("SequenceOfUltrasoundRegions", [])
+        if all(
+            k in r
+            for k in (
+                "RegionLocationMinX0",
+                "RegionLocationMinY0",
+                "RegionLocationMaxX1",
+                "RegionLocationMaxY1",
+            )
+        )
+    ]
+
+
+def region_mask(rows: int, columns: int, regions: list[Box]) -> NDArray[np.bool_]:
+    mask = np.zeros((rows, columns), dtype=bool)
+    for x0, y0, x1, y1 in regions:
+        mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+    return mask
+
+
+def blank_outside(
+    pixels: NDArray[np.generic], mask: NDArray[np.bool_], frames: int
+) -> NDArray[np.generic]:
+    """Pixels zeroed outside ``mask``; shapes (frames,) rows, columns (, samples) all work."""
+    cleaned = pixels.copy()
+    keep = mask if frames == 1 else mask[None, ...]
+    if cleaned.ndim == keep.ndim + 1:  # colour samples last
+        keep = keep[..., None]
+    return np.where(keep, cleaned, 0).astype(pixels.dtype)
+
+
+def clean_pixel_data(ds: Dataset) -> None:
+    """Blank outside the US regions in place; raises NoRegions when there are none."""
+    regions = us_regions(ds)
+    if not regions:
+        raise NoRegions("no SequenceOfUltrasoundRegions with a location")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pixels = ds.pixel_array
+    photometric = str(ds.PhotometricInterpretation)
+    if photometric.startswith("YBR"):
+        photometric = "RGB"  # pydicom decodes YCbCr to RGB
+    cleaned = blank_outside(pixels, region_mask(int(ds.Rows), int(ds.Columns), regions), frames)
+    ds.set_pixel_data(cleaned, photometric, int(ds.BitsStored), generate_instance_uid=False)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.BurnedInAnnotation = "NO"

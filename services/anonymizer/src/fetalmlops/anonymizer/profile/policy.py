@@ -1,0 +1,56 @@
+"""The de-identification policy: which PS3.15 options apply, and the secret behind pseudonyms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fetalmlops.anonymizer.profile.annex_e import ACTIONS, REPEATING
+
+# PS3.16 CID 7050 De-identification Method codes (DCM).
+BASIC_PROFILE = ("113100", "Basic Application Confidentiality Profile")
+CLEAN_PIXEL_DATA = ("113101", "Clean Pixel Data Option")
+RETAIN_DEVICE_IDENTITY = ("113109", "Retain Device Identity Option")
+RETAIN_MODIFIED_DATES = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+
+# Attributes the Retain Device Identity Option keeps (PS3.15 Table E.1-1, its "K" column).
+DEVICE_IDENTITY = frozenset(
+    {
+        0x00181000,  # Device Serial Number
+        0x00181002,  # Device UID
+        0x00081010,  # Station Name
+        0x0018700A,  # Detector ID
+        0x00181007,  # Cassette ID
+        0x00181008,  # Gantry ID
+        0x00181009,  # Unique Device Identifier
+        0x0018100A,  # UDI Sequence
+        0x00181003,  # Device ID
+    }
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    secret: bytes = field(repr=False)
+    # Dates shift by one amount per patient, times stay: intervals survive (gestational growth).
+    retain_modified_dates: bool = True
+    # Off by default: a scanner's serial and station name can point to a clinic and a day. The
+    # scanner *model* (Manufacturer, ManufacturerModelName) is never in the table and always kept.
+    retain_device_identity: bool = False
+    clean_pixel_data: bool = True
+    # Private elements survive only if listed here, as (private creator, element byte).
+    safe_private: frozenset[tuple[str, int]] = frozenset()
+
+    def action(self, tag: int) -> str | None:
+        if tag in ACTIONS:
+            return ACTIONS[tag]
+        return next((code for base, mask, code in REPEATING if tag & mask == base), None)
+
+    def method_codes(self) -> list[tuple[str, str]]:
+        codes = [BASIC_PROFILE]
+        if self.clean_pixel_data:
+            codes.append(CLEAN_PIXEL_DATA)
+        if self.retain_device_identity:
+            codes.append(RETAIN_DEVICE_IDENTITY)
+        if self.retain_modified_dates:
+            codes.append(RETAIN_MODIFIED_DATES)
+        return codes

@@ -1,0 +1,138 @@
+"""PS3.15 de-identification of phantom DICOM: no planted PHI survives, the image does."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from fetalmlops.anonymizer.pipeline import anonymize_dicom
+from fetalmlops.anonymizer.profile.policy import Policy
+from fetalmlops.anonymizer.verify import Residue, verify
+from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+
+POLICY = Policy(secret=b"test-secret-0123456789")
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantom")
+    generate(out, plan(8, seed=77), seed=77, fmt=OutputFormat.DICOM)
+    return out
+
+
+def cases(phantom: Path) -> list[tuple[bytes, dict]]:  # type: ignore[type-arg]
+    return [
+        (path.read_bytes(), json.loads(path.with_suffix(".phi.json").read_text()))
+        for path in sorted((phantom / "dicom").glob("*.dcm"))
+    ]
+
+
+def test_no_planted_phi_survives_anywhere_in_the_bytes(phantom: Path) -> None:
+    for data, sidecar in cases(phantom):
+        output = anonymize_dicom(data, POLICY).data
+        planted = (
+            {p["value"] for p in sidecar["planted"]}
+            | set(sidecar["phi_values"])
+            | set(sidecar["uids"])
+        )
+        survivors = [value for value in planted if value.encode() in output]
+        assert survivors == [], sidecar["image_id"]
+
+
+def test_banner_blanked_region_untouched(phantom: Path) -> None:
+    for data, sidecar in cases(phantom)[:6]:
+        before = pydicom.dcmread(io.BytesIO(data)).pixel_array
+        after_ds = pydicom.dcmread(io.BytesIO(anonymize_dicom(data, POLICY).data))
+        after = after_ds.pixel_array
+        for burned in sidecar["burned_in"]:
+            x0, y0, x1, y1 = burned["box"]
+            assert (
+                before[y0 : y1 + 1, x0 : x1 + 1].max() > 0
+                and after[y0 : y1 + 1, x0 : x1 + 1].max() == 0
+            )
+        (x0, y0, x1, y1) = sidecar["us_regions"][0]
+        assert np.array_equal(before[y0 : y1 + 1, x0 : x1 + 1], after[y0 : y1 + 1, x0 : x1 + 1])
+        outside = np.ones(before.shape, bool)
+        outside[y0 : y1 + 1, x0 : x1 + 1] = False
+        assert after[outside].max() == 0
+        assert after_ds.BurnedInAnnotation == "NO"
+
+
+def test_method_is_recorded_and_device_model_kept(phantom: Path) -> None:
+    data, _ = cases(phantom)[0]
+    source, ds = (
+        pydicom.dcmread(io.BytesIO(data)),
+        pydicom.dcmread(io.BytesIO(anonymize_dicom(data, POLICY).data)),
+    )
+    assert ds.PatientIdentityRemoved == "YES"
+    codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
+    assert codes == ["113100", "113101", "113107"]
+    assert (ds.Manufacturer, ds.ManufacturerModelName) == (
+        source.Manufacturer,
+        source.ManufacturerModelName,
+    )
+    assert (
+        ds.SOPClassUID == source.SOPClassUID
+        and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    )
+    assert ds.SOPInstanceUID.startswith("2.25.") and ds.SOPInstanceUID != source.SOPInstanceUID
+    assert not any(element.tag.is_private for element in ds.iterall())
+    assert "RequestAttributesSequence" not in ds and "OtherPatientIDsSequence" not in ds
+
+
+def test_pseudonyms_are_consistent_and_date_intervals_preserved(phantom: Path) -> None:
+    by_patient: dict[str, list[tuple[pydicom.Dataset, pydicom.Dataset]]] = {}
+    for data, sidecar in cases(phantom):
+        out = pydicom.dcmread(io.BytesIO(anonymize_dicom(data, POLICY).data))
+        by_patient.setdefault(sidecar["patient"], []).append(
+            (pydicom.dcmread(io.BytesIO(data)), out)
+        )
+    pseudonyms = {p: {o.PatientID for _, o in pairs} for p, pairs in by_patient.items()}
+    assert all(len(ids) == 1 for ids in pseudonyms.values()), "one pseudonym per patient"
+    assert len({next(iter(ids)) for ids in pseudonyms.values()}) == len(pseudonyms), (
+        "distinct patients stay distinct"
+    )
+    day = lambda value: datetime.strptime(value, "%Y%m%d")  # noqa: E731
+    longitudinal = 0
+    for pairs in by_patient.values():
+        studies = {(s.StudyInstanceUID, o.StudyInstanceUID) for s, o in pairs}
+        assert len({o for _, o in studies}) == len(studies), "studies keep distinct UIDs"
+        dates = sorted({(day(s.StudyDate), day(o.StudyDate)) for s, o in pairs})
+        for (first_src, first_out), (later_src, later_out) in pairwise(dates):
+            assert later_src - first_src == later_out - first_out
+            longitudinal += 1
+        assert all(src != out for src, out in dates), "dates moved"
+    assert longitudinal >= 1, "the phantom has patients with a second visit"
+
+
+def test_same_secret_same_output_other_secret_other_uids(phantom: Path) -> None:
+    data, _ = cases(phantom)[0]
+    first, again = anonymize_dicom(data, POLICY), anonymize_dicom(data, POLICY)
+    other = anonymize_dicom(data, Policy(secret=b"another-secret"))
+    assert first.data == again.data
+    assert (
+        first.sop_instance_uid != other.sop_instance_uid
+        and first.patient_pseudonym != other.patient_pseudonym
+    )
+
+
+def test_the_gate_refuses_output_that_still_holds_phi(phantom: Path) -> None:
+    data, _ = cases(phantom)[0]
+    source = pydicom.dcmread(io.BytesIO(data))
+    leaky = anonymize_dicom(data, POLICY).data + source.PatientName.family_name.encode()
+    with pytest.raises(Residue) as caught:
+        verify(leaky, frozenset({source.PatientName.family_name}), POLICY)
+    assert source.PatientName.family_name not in str(caught.value), "the refusal quotes no PHI"
+    ds = pydicom.dcmread(io.BytesIO(anonymize_dicom(data, POLICY).data))
+    ds.InstitutionName = "Somewhere"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(Residue, match="InstitutionName should have been removed"):
+        verify(buffer.getvalue(), frozenset(), POLICY)
