@@ -35,7 +35,7 @@ test: stack-up ## Every test: unit tests and integration tests against the real 
 test-unit: setup ## Only the tests that need no running stack (fast)
 	$(VENV_BIN)/pytest -m "not stack"
 
-lint: setup ## ruff (lint + format check) and mypy on the shared libraries
+lint: setup ## ruff (lint + format check) and mypy (strict) on the libraries and services
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
 	$(VENV_BIN)/mypy libs/common/src libs/datasets/src services/ingest/src services/anonymizer/src

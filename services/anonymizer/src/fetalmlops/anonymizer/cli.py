@@ -13,6 +13,7 @@ from fetalmlops.anonymizer.pixels import NoRegions
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.anonymizer.verify import Residue
 
+
 def anonymize(
     source: Annotated[Path, typer.Argument(help="A DICOM file or a folder of them.", exists=True)],
     out: Annotated[Path, typer.Argument(help="Output folder (created).")],
