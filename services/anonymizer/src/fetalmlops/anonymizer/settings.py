@@ -24,6 +24,13 @@ class AnonymizerSettings(BaseSettings):
         True, description="Shift dates by one amount per patient, keep times (option 113107)."
     )
 
+    pictures_deidentified: bool = Field(
+        False,
+        description="Accept PNG/JPEG whose pixels were de-identified at the source (public "
+        "datasets); otherwise they are quarantined, having no imaging region to keep.",
+    )
+    canonical_size: int = Field(256, ge=32, description="Side of the canonical model-ready image.")
+
     def policy(self) -> Policy:
         if self.secret is None or not self.secret.get_secret_value():
             raise ValueError("FETALMLOPS_ANONYMIZER_SECRET is not set: pseudonyms need a secret")

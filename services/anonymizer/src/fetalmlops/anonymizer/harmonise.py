@@ -1,0 +1,54 @@
+"""Harmonisation: the canonical, model-ready image every trainer and predictor reads.
+
+Greyscale, cropped to the imaging region, padded to a square and resized, 8-bit PNG. The
+pixels inside the region are only resampled: no contrast or speckle processing happens here,
+so a model sees what the scanner showed.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from fetalmlops.anonymizer.pixels import Box
+
+CANONICAL_SIZE = 256
+
+
+def greyscale(pixels: NDArray[np.generic]) -> NDArray[np.uint8]:
+    """First frame, luminance (ITU-R BT.601) when coloured, scaled to 8 bits."""
+    frame = pixels.astype(np.float64)
+    if frame.ndim == 3 and frame.shape[-1] == 3:
+        frame = frame @ np.array([0.299, 0.587, 0.114])
+    peak = float(frame.max()) if frame.size else 0.0
+    if peak > 255:
+        frame = frame * (255.0 / peak)
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def canonical(pixels: NDArray[np.generic], region: Box | None, size: int = CANONICAL_SIZE) -> bytes:
+    grey = greyscale(pixels)
+    if region is not None:
+        x0, y0, x1, y1 = region
+        grey = grey[y0 : y1 + 1, x0 : x1 + 1]
+    side = max(grey.shape)
+    square = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - grey.shape[0]) // 2, (side - grey.shape[1]) // 2
+    square[top : top + grey.shape[0], left : left + grey.shape[1]] = grey
+    buffer = io.BytesIO()
+    Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def union(regions: list[Box]) -> Box | None:
+    if not regions:
+        return None
+    return (
+        min(r[0] for r in regions),
+        min(r[1] for r in regions),
+        max(r[2] for r in regions),
+        max(r[3] for r in regions),
+    )
