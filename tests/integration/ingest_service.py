@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -20,7 +17,7 @@ from fetalmlops.common.db import upgrade
 from fetalmlops.common.settings import Settings
 from fetalmlops.v1 import images_pb2
 
-from .processes import answers, free_port, wait_for
+from .processes import ServiceProcess, free_port, settings_env
 
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
 WRITER_TOKEN, LABELLER_TOKEN = "test-writer-token", "test-labeller-token"
@@ -41,44 +38,26 @@ class RunningIngest:
 
 
 @contextmanager
-def running_ingest(
-    owner: Settings, ingest: Settings, env: dict[str, str], log: Path
-) -> Iterator[RunningIngest]:
+def running_ingest(owner: Settings, ingest: Settings, log: Path) -> Iterator[RunningIngest]:
     upgrade(owner.database_url)
-    http_port, scp_port = free_port(), free_port()
-    environment = {
-        **os.environ,
-        **env,
-        "FETALMLOPS_HTTP_PORT": str(http_port),
+    scp_port = free_port()
+    tokens = {
+        WRITER_TOKEN: ["images:write"],
+        LABELLER_TOKEN: ["labels:write"],
+        IMPORTER_TOKEN: ["images:write", "labels:write"],
+    }
+    env = {
+        **settings_env(ingest),
         "FETALMLOPS_INGEST_SCP_PORT": str(scp_port),
         "FETALMLOPS_INGEST_CALLING_AE_TITLES": json.dumps([CALLING_AE]),
-        "FETALMLOPS_INGEST_TOKENS": json.dumps(
-            {
-                WRITER_TOKEN: ["images:write"],
-                LABELLER_TOKEN: ["labels:write"],
-                IMPORTER_TOKEN: ["images:write", "labels:write"],
-            }
-        ),
+        "FETALMLOPS_INGEST_TOKENS": json.dumps(tokens),
     }
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(FETALMLOPS), "run", "ingest"], env=environment, stderr=output
-        )
-    url = f"http://127.0.0.1:{http_port}"
+    service = ServiceProcess("ingest", env, log)
+    service.start()
     try:
-
-        def ready() -> bool:
-            assert process.poll() is None, log.read_text()
-            return answers(f"{url}/readyz")
-
-        wait_for(ready, what="ingest ready")
-        yield RunningIngest(url, scp_port, ingest, log)
+        yield RunningIngest(service.url, scp_port, ingest, log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
+        service.stop()
 
 
 class TopicWatch:
@@ -104,7 +83,7 @@ class TopicWatch:
         try:
             while time.monotonic() < deadline:
                 for messages in self.consumer.poll(timeout_ms=500).values():
-                    events += [m.value for m in messages]
+                    events += messages
                 if quiet_until is None and len(events) >= expected:
                     quiet_until = time.monotonic() + quiet_s
                 if quiet_until is not None and time.monotonic() > quiet_until:
@@ -121,7 +100,7 @@ class AnnouncementWatch(TopicWatch):
         super().__init__(settings, settings.topics.images_received)
 
     def announced(self, expected: int) -> list[images_pb2.ImageReceived]:
-        return [images_pb2.ImageReceived.FromString(v) for v in self.collect(expected)]
+        return [images_pb2.ImageReceived.FromString(r.value) for r in self.collect(expected)]
 
 
 def counts(events: list[images_pb2.ImageReceived]) -> Counter[str]:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+
+from fetalmlops.common.settings import Settings
 
 
 def free_port() -> int:
@@ -37,3 +44,55 @@ def answers(url: str, status: int = 200) -> bool:
         return get(url)[0] == status
     except OSError:
         return False
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The FETALMLOPS_* variables that give a service process these settings."""
+    values = {
+        "BUS": settings.bus.value,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "STORE": settings.store.value,
+        "MINIO_ENDPOINT": settings.minio_endpoint,
+        "MINIO_ACCESS_KEY": settings.minio_access_key,
+        "MINIO_SECRET_KEY": settings.minio_secret_key.get_secret_value(),
+        "DATABASE_URL": settings.database_url,
+    }
+    values |= {
+        f"TOPICS__{name.upper()}": topic for name, topic in settings.topics.model_dump().items()
+    }
+    return {f"FETALMLOPS_{k}": v for k, v in values.items()}
+
+
+class ServiceProcess:
+    """`fetalmlops run <service>` as a real process, started, signalled and restarted by tests."""
+
+    def __init__(self, service: str, env: dict[str, str], log: Path) -> None:
+        self.service, self.log, self.port = service, log, free_port()
+        self.env = {**os.environ, **env, "FETALMLOPS_HTTP_PORT": str(self.port)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60) -> None:
+        with self.log.open("a") as output:
+            command = [str(Path(sys.executable).with_name("fetalmlops")), "run", self.service]
+            self.process = subprocess.Popen(command, env=self.env, stderr=output)
+        process = self.process
+
+        def ready() -> bool:
+            assert process.poll() is None, self.log.read_text()[-3000:]
+            return answers(f"{self.url}/readyz")
+
+        wait_for(ready, timeout_s, f"{self.service} ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int | None:
+        if self.process is None:
+            return None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            self.process.kill()
+            self.process = None

@@ -46,26 +46,13 @@ from .ingest_service import (
 pytestmark = pytest.mark.stack
 
 
-def env_of(settings: Settings) -> dict[str, str]:
-    values = {
-        "BUS": settings.bus.value,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "STORE": settings.store.value,
-        "MINIO_ENDPOINT": settings.minio_endpoint,
-        "MINIO_ACCESS_KEY": settings.minio_access_key,
-        "MINIO_SECRET_KEY": settings.minio_secret_key.get_secret_value(),
-        "DATABASE_URL": settings.database_url,
-    }
-    return {f"FETALMLOPS_{k}": v for k, v in values.items()}
-
-
 @pytest.fixture(scope="module")
 def ingest(
     stack_settings: Callable[[str | None], Settings], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningIngest]:
     own = stack_settings("ingest")
     log = tmp_path_factory.mktemp("ingest") / "ingest.log"
-    with running_ingest(stack_settings(None), own, env_of(own), log) as service:
+    with running_ingest(stack_settings(None), own, log) as service:
         yield service
 
 
@@ -272,7 +259,7 @@ def test_dataset_import_is_resumable_and_arrives_once(
     events = announcements.announced(total)
     assert len(events) == total and set(counts(events).values()) == {1}
     assert {e.channel for e in events} == {images_pb2.INGEST_CHANNEL_IMPORT}
-    attached = [labels_pb2.LabelAttached.FromString(v) for v in labels.collect(total)]
+    attached = [labels_pb2.LabelAttached.FromString(r.value) for r in labels.collect(total)]
     assert sorted(a.raw_sha256 for a in attached) == sorted(counts(events))
 
 
@@ -321,7 +308,7 @@ def test_no_phi_leaves_the_raw_zone(
         rows = [str(row) for row in connection.execute(text("SELECT * FROM ingest_records"))]
     engine.dispose()
     channels = {
-        "events": b"".join(events).decode("latin-1"),
+        "events": b"".join(r.value for r in events).decode("latin-1"),
         "log": ingest.log.read_text(),
         "metrics": metrics,
         "ingest_records": "\n".join(rows),
