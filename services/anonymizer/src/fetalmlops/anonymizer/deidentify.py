@@ -57,6 +57,7 @@ class Deidentified:
     dataset: Dataset
     patient_pseudonym: str
     phi: frozenset[str]  # every identifying string the source held, for the verification gate
+    names: frozenset[str]  # the parts of its person names, matched as whole words
 
 
 def deidentify(source: Dataset, policy: Policy) -> Deidentified:
@@ -77,7 +78,12 @@ def deidentify(source: Dataset, policy: Policy) -> Deidentified:
     if "SOPInstanceUID" in dataset and hasattr(dataset, "file_meta"):
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     return Deidentified(
-        dataset, pseudonym, frozenset(v for v in walker.phi if len(v) >= MIN_PHI_LENGTH)
+        dataset,
+        pseudonym,
+        # A string the source also holds where the profile keeps it ("US KIDNEY" as a removed
+        # StudyDescription and as a kept code meaning) is, by the profile's own judgement, no PHI.
+        frozenset(v for v in walker.phi - walker.kept if len(v) >= MIN_PHI_LENGTH),
+        frozenset(n for n in walker.names - walker.kept if len(n) >= MIN_PHI_LENGTH),
     )
 
 
@@ -92,6 +98,8 @@ class _Walker:
         self.policy = policy
         self.shift = shift
         self.phi: set[str] = set()
+        self.names: set[str] = set()
+        self.kept: set[str] = set()  # strings of attributes the profile keeps
 
     def walk(self, dataset: Dataset) -> None:
         creators = {
@@ -109,6 +117,8 @@ class _Walker:
                 if element.VR == "SQ":
                     for item in element.value:
                         self.walk(item)
+                elif element.VR in TEXT_VRS and element.value is not None:
+                    self.kept.add(str(element.value).strip())
                 continue
             if not self._retained(element):
                 self._remember(element)
@@ -146,19 +156,32 @@ class _Walker:
             element.value = DUMMY[vr]
 
     def _remember(self, element: DataElement) -> None:
-        """Collect every string an element holds, nested sequences included."""
+        """Collect the identifying strings an element holds, through nested sequences.
+
+        Inside a sequence only what is identifying in its own right counts (a name, a date, an
+        attribute the table lists): procedure codes in a removed sequence are not PHI, and
+        would only make the gate refuse files that reuse them elsewhere.
+        """
         if element.VR == "SQ":
             for item in element.value or []:
-                for nested in item.iterall():
-                    self._remember(nested)
-        elif element.VR in TEXT_VRS and element.value not in (None, ""):
-            values = element.value if element.VM > 1 else [element.value]
-            for value in values:
-                text = str(value).strip()
-                self.phi.add(text)
-                if element.VR == "PN":
-                    self.phi.update(p for p in text.replace("^", " ").split() if p)
-                    self.phi.add(text.replace("^", " ").strip())
+                for nested in item:
+                    if (
+                        nested.VR == "SQ"
+                        or nested.VR in ("PN", "DA", "DT")
+                        or self.policy.action(int(nested.tag))
+                    ):
+                        self._remember(nested)
+            return
+        if element.VR not in TEXT_VRS or element.value is None:
+            return
+        values = element.value if element.VM > 1 else [element.value]
+        for text in (str(v).strip() for v in values if v is not None):
+            if not text:
+                continue
+            self.phi.add(text)
+            if element.VR == "PN":
+                self.phi.add(text.replace("^", " ").strip())
+                self.names.update(part for part in text.replace("^", " ").split() if part)
 
 
 def _map(element: DataElement, change: Callable[[str], str]) -> None:

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 
 import pydicom
+from pydicom.filewriter import dcmwrite
 
 from fetalmlops.anonymizer.deidentify import deidentify
 from fetalmlops.anonymizer.pixels import clean_pixel_data
@@ -30,7 +31,10 @@ def anonymize_dicom(data: bytes, policy: Policy) -> Anonymized:
         if policy.clean_pixel_data:
             clean_pixel_data(result.dataset)
     buffer = io.BytesIO()
-    result.dataset.save_as(buffer, enforce_file_format=True)
+    syntax = result.dataset.file_meta.TransferSyntaxUID
+    # Written in the dataset's (possibly new) transfer syntax; cleaned pixels are explicit LE.
+    dcmwrite(buffer, result.dataset, enforce_file_format=True, implicit_vr=syntax.is_implicit_VR,
+             little_endian=syntax.is_little_endian)  # fmt: skip
     output = buffer.getvalue()
-    verify(output, result.phi, policy)
+    verify(output, result.phi, policy, result.names)
     return Anonymized(output, result.patient_pseudonym, str(result.dataset.SOPInstanceUID))

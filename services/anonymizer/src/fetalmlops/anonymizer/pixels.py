@@ -73,6 +73,8 @@ def clean_pixel_data(ds: Dataset) -> None:
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pydicom decodes YCbCr to RGB
     cleaned = blank_outside(pixels, region_mask(int(ds.Rows), int(ds.Columns), regions), frames)
-    ds.set_pixel_data(cleaned, photometric, int(ds.BitsStored), generate_instance_uid=False)
+    cleaned = cleaned.astype(cleaned.dtype.newbyteorder("<"))  # a big-endian source decodes as >u2
+    # Written back uncompressed and little endian (big endian is retired, PS3.5 A.3).
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.set_pixel_data(cleaned, photometric, int(ds.BitsStored), generate_instance_uid=False)
     ds.BurnedInAnnotation = "NO"
