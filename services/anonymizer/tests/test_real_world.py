@@ -10,7 +10,6 @@ and are refused; their headers alone still come out clean.
 from __future__ import annotations
 
 import io
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,8 +25,8 @@ from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.verify import _header
 
 deid_data = pytest.importorskip("deid_data")
-PYDICOM_DATA = (
-    Path(sys.prefix)
+data_store = pytest.importorskip("data_store")
+PYDICOM_DATA = Path(data_store.__file__).parent / "data"  # the pydicom-data package
     / "lib"
     / f"python{sys.version_info.major}.{sys.version_info.minor}"
     / "site-packages"
