@@ -27,12 +27,6 @@ from fetalmlops.anonymizer.verify import _header
 deid_data = pytest.importorskip("deid_data")
 data_store = pytest.importorskip("data_store")
 PYDICOM_DATA = Path(data_store.__file__).parent / "data"  # the pydicom-data package
-    / "lib"
-    / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    / "site-packages"
-    / "data_store"
-    / "data"
-)
 DEID_US = Path(deid_data.__file__).parent / "data" / "ultrasounds"
 WITH_REGIONS = {
     "gdcm-US-ALOKA-16.dcm": PYDICOM_DATA,  # palette colour, 16 bits
