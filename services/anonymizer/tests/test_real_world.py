@@ -14,6 +14,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import data_store  # the pydicom-data package
+import deid_data
 import numpy as np
 import pydicom
 import pytest
@@ -24,9 +26,7 @@ from fetalmlops.anonymizer.pixels import NoRegions, region_mask, us_regions
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.verify import _header
 
-deid_data = pytest.importorskip("deid_data")
-data_store = pytest.importorskip("data_store")
-PYDICOM_DATA = Path(data_store.__file__).parent / "data"  # the pydicom-data package
+PYDICOM_DATA = Path(data_store.__file__).parent / "data"
 DEID_US = Path(deid_data.__file__).parent / "data" / "ultrasounds"
 WITH_REGIONS = {
     "gdcm-US-ALOKA-16.dcm": PYDICOM_DATA,  # palette colour, 16 bits
