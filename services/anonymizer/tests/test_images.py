@@ -161,3 +161,16 @@ def test_pictures_lose_their_metadata_when_accepted(anonymizer: Anonymizer, tmp_
     output = anonymizer.store.get(event.dicom.bucket, event.dicom.key)
     assert b"DOE^JANE" not in output and b"MRN123456" not in output
     assert Picture.open(io.BytesIO(output)).size == (800, 600)
+
+
+def test_an_unreadable_image_is_quarantined_without_quoting_it(anonymizer: Anonymizer) -> None:
+    data = sample_dicom(44)
+    broken = (
+        data[:132] + b"\x10\x00\x10\x00PN\x20\x00SMITH^JOHN-QUOTED-BY-A-DECODER"
+    )  # truncated header
+    received(anonymizer, broken, "application/dicom")
+    (letter,) = run_consumer(anonymizer, 1)
+    reason = letter.header(DLQ_ERROR) or b""
+    assert reason.startswith(b"Rejected: quarantined") and b"SMITH" not in reason
+    (note,) = anonymizer.store.list("fetal-raw", "quarantine/")
+    assert note.key.endswith(".json")

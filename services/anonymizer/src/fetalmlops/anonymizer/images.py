@@ -79,6 +79,10 @@ class Anonymizer:
         except (NoRegions, Residue) as exc:
             self.quarantine(event.sha256, f"{type(exc).__name__}: {exc}")
             raise Rejected(f"quarantined: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            # A decoder's message may quote the file's values: only its type leaves the raw zone.
+            self.quarantine(event.sha256, f"{type(exc).__name__}: {exc}")
+            raise Rejected(f"quarantined: cannot de-identify ({type(exc).__name__})") from None
         self.publish(image_id, output)
         log.info("image anonymized", extra={"image_id": image_id})
 
