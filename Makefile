@@ -54,6 +54,7 @@ demo: setup ## The end-to-end demo
 bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in the same run
 	$(VENV_BIN)/python benchmarks/bus.py
 	$(VENV_BIN)/python benchmarks/ingest.py
+	$(VENV_BIN)/python benchmarks/anonymizer.py
 
 clean: stack-down ## Remove the virtual environment and tool caches (the stack's cache stays)
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
