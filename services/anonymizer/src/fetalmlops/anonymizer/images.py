@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from fetalmlops.anonymizer import pseudonyms
 from fetalmlops.anonymizer.harmonise import canonical, union
 from fetalmlops.anonymizer.pipeline import anonymize_dicom
-from fetalmlops.anonymizer.pixels import NoRegions, us_regions
+from fetalmlops.anonymizer.pixels import NoRegions, blank_outside, region_mask, us_regions
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.anonymizer.verify import Residue
 from fetalmlops.common.bus import Bus, Record, Rejected, publish_event, read_event
@@ -107,14 +107,17 @@ class Anonymizer:
                 int(ds.Columns),
                 float(region.get("PhysicalDeltaX", 0.0)) * 10,
             )
-        if not self.own.pictures_deidentified:
-            raise NoRegions("a PNG/JPEG has no imaging region; see pictures_deidentified")
         # Re-encoding from pixels drops every metadata chunk and EXIF block.
         pixels = np.asarray(Picture.open(io.BytesIO(raw)).convert("L"))
+        rows, columns = pixels.shape
+        mask = policy.mask_for(columns, rows)
+        if mask:
+            pixels = blank_outside(pixels, region_mask(rows, columns, mask), 1)
+        elif not self.own.pictures_deidentified:
+            raise NoRegions("a PNG/JPEG names no imaging region and no mask fits its size")
         clean = io.BytesIO()
         Picture.fromarray(pixels).save(clean, "PNG")
-        square = canonical(pixels, None, self.own.canonical_size)
-        rows, columns = pixels.shape
+        square = canonical(pixels, union(mask) if mask else None, self.own.canonical_size)
         return Output(clean.getvalue(), "image/png", square, "", "", "", rows, columns, 0.0)
 
     def quarantine(self, sha256: str, reason: str) -> None:

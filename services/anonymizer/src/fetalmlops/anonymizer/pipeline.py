@@ -29,7 +29,9 @@ def anonymize_dicom(data: bytes, policy: Policy) -> Anonymized:
         source = pydicom.dcmread(io.BytesIO(data))
         result = deidentify(source, policy)
         if policy.clean_pixel_data:
-            clean_pixel_data(result.dataset)
+            ds = result.dataset
+            device = f"{ds.get('Manufacturer', '')}/{ds.get('ManufacturerModelName', '')}"
+            clean_pixel_data(ds, policy.mask_for(int(ds.Columns), int(ds.Rows), device))
     buffer = io.BytesIO()
     syntax = result.dataset.file_meta.TransferSyntaxUID
     # Written in the dataset's (possibly new) transfer syntax; cleaned pixels are explicit LE.

@@ -60,11 +60,14 @@ def blank_outside(
     return np.where(keep, cleaned, 0).astype(pixels.dtype)
 
 
-def clean_pixel_data(ds: Dataset) -> None:
-    """Blank outside the US regions in place; raises NoRegions when there are none."""
-    regions = us_regions(ds)
+def clean_pixel_data(ds: Dataset, fallback: list[Box] | None = None) -> None:
+    """Blank outside the US regions (or, lacking them, a configured mask) in place.
+
+    Raises NoRegions when neither says what to keep.
+    """
+    regions = us_regions(ds) or list(fallback or [])
     if not regions:
-        raise NoRegions("no SequenceOfUltrasoundRegions with a location")
+        raise NoRegions("no SequenceOfUltrasoundRegions with a location, and no mask for it")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

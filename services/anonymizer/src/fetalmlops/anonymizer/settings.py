@@ -30,6 +30,11 @@ class AnonymizerSettings(BaseSettings):
         "datasets); otherwise they are quarantined, having no imaging region to keep.",
     )
     canonical_size: int = Field(256, ge=32, description="Side of the canonical model-ready image.")
+    masks: dict[str, list[tuple[int, int, int, int]]] = Field(
+        {},
+        description="Regions to keep in images that name none, by device or frame size (JSON), "
+        'e.g. `{"Acme/Echo 5": [[40, 60, 980, 740]], "800x600": [[80, 80, 720, 590]]}`.',
+    )
 
     def policy(self) -> Policy:
         if self.secret is None or not self.secret.get_secret_value():
@@ -38,4 +43,5 @@ class AnonymizerSettings(BaseSettings):
             secret=self.secret.get_secret_value().encode(),
             retain_modified_dates=self.retain_modified_dates,
             retain_device_identity=self.retain_device_identity,
+            masks=self.masks,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fetalmlops.anonymizer.profile.annex_e import ACTIONS, REPEATING
@@ -39,6 +40,15 @@ class Policy:
     clean_pixel_data: bool = True
     # Private elements survive only if listed here, as (private creator, element byte).
     safe_private: frozenset[tuple[str, int]] = frozenset()
+    # Imaging regions to keep for images that do not describe their own: by device
+    # ("Manufacturer/Model") or by frame size ("800x600"), each a list of (x0, y0, x1, y1).
+    masks: Mapping[str, Sequence[tuple[int, int, int, int]]] = field(default_factory=dict)
+
+    def mask_for(
+        self, columns: int, rows: int, device: str = ""
+    ) -> list[tuple[int, int, int, int]]:
+        found = self.masks.get(device) if device else None
+        return list(found or self.masks.get(f"{columns}x{rows}", []))
 
     def action(self, tag: int) -> str | None:
         if tag in ACTIONS:
