@@ -146,3 +146,12 @@ def test_pixel_values_that_spell_a_name_are_not_a_leak(phantom: Path) -> None:
     output = bytearray(anonymize_dicom(data, POLICY).data)
     output[-5000:-4996] = b"CHEN"  # speckle in the printable range spells names by chance
     verify(bytes(output), frozenset({"CHEN"}), POLICY)
+
+
+def test_a_short_number_inside_a_pseudonymous_uid_is_not_a_leak(phantom: Path) -> None:
+    data, _ = cases(phantom)[0]
+    output = anonymize_dicom(data, POLICY)
+    digits = output.sop_instance_uid.split(".")[-1][10:16]  # six digits from inside the UID
+    verify(output.data, frozenset({digits}), POLICY)
+    with pytest.raises(Residue):
+        verify(output.data, frozenset({"2.25"}), POLICY)  # anything else still counts as found
