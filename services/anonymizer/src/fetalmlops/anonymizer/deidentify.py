@@ -47,6 +47,19 @@ DUMMY = {"PN": "ANONYMIZED", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANON
          "LT": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED",
          "DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y", "IS": "0",
          "DS": "0"}  # fmt: skip
+# Type 1/2 attributes of the US Image IOD that must stay present (emptied, not removed).
+REQUIRED = frozenset(
+    {
+        0x00080020,
+        0x00080030,
+        0x00080050,
+        0x00080090,
+        0x00100010,
+        0x00100030,
+        0x00100040,
+        0x00200010,
+    }
+)
 # Values this short ("F", "YES", "1") occur everywhere; they identify no one and would only
 # make the gate cry wolf.
 MIN_PHI_LENGTH = 4
@@ -148,7 +161,7 @@ class _Walker:
         elif self.policy.retain_modified_dates and vr in ("DA", "DT") and element.value:
             shift = pseudonyms.shift_da if vr == "DA" else pseudonyms.shift_dt
             _map(element, lambda v: shift(v, self.shift))
-        elif action.startswith("X") and not ("Z" in action and _required(tag)):
+        elif action.startswith("X") and not ("Z" in action and tag in REQUIRED):
             del dataset[element.tag]
         elif "Z" in action or vr not in DUMMY:
             element.value = None if vr != "SQ" else Sequence()
@@ -189,17 +202,3 @@ def _map(element: DataElement, change: Callable[[str], str]) -> None:
         element.value = [change(str(v)) for v in element.value]
     else:
         element.value = change(str(element.value))
-
-
-def _required(tag: int) -> bool:
-    """Type 1/2 attributes of the US Image IOD that must stay present (emptied, not removed)."""
-    return tag in {
-        0x00080020,
-        0x00080030,
-        0x00080050,
-        0x00080090,
-        0x00100010,
-        0x00100030,
-        0x00100040,
-        0x00200010,
-    }

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pydicom
@@ -22,6 +23,7 @@ from fetalmlops.anonymizer import pseudonyms
 from fetalmlops.anonymizer.harmonise import canonical, union
 from fetalmlops.anonymizer.pipeline import anonymize_dicom
 from fetalmlops.anonymizer.pixels import NoRegions, blank_outside, region_mask, us_regions
+from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.anonymizer.verify import Residue
 from fetalmlops.common.bus import Bus, Record, Rejected, publish_event, read_event
@@ -58,6 +60,11 @@ class Anonymizer:
     bus: Bus
     engine: Engine
 
+    @cached_property
+    def policy(self) -> Policy:
+        """Built once; raises (and is retried) while the secret is missing."""
+        return self.own.policy()
+
     def handler(self) -> Handler:
         return self.handle
 
@@ -65,8 +72,7 @@ class Anonymizer:
         event = read_event(record)
         if not isinstance(event, images_pb2.ImageReceived):
             raise Rejected(f"expected ImageReceived, got {type(event).__name__}")
-        policy = self.own.policy()
-        image_id = pseudonyms.opaque(policy.secret, "img", event.sha256)
+        image_id = pseudonyms.opaque(self.policy.secret, "img", event.sha256)
         with session_scope(self.engine) as session:
             if session.get(Image, image_id) is not None:
                 return  # catalogued already: this is a redelivery
@@ -87,7 +93,7 @@ class Anonymizer:
         log.info("image anonymized", extra={"image_id": image_id})
 
     def deidentify(self, raw: bytes, media_type: str) -> Output:
-        policy = self.own.policy()
+        policy = self.policy
         if media_type == DICOM:
             result = anonymize_dicom(raw, policy)
             ds = pydicom.dcmread(io.BytesIO(result.data))
