@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from fetalmlops.common.db import upgrade
 from fetalmlops.common.settings import Settings
@@ -73,6 +74,10 @@ class TopicWatch:
         self.consumer.seek_to_end()
         for partition in self.consumer.assignment():
             self.consumer.position(partition)  # resolve the lazy seek now, before the action
+
+    def fresh(self) -> list[ConsumerRecord]:
+        """What arrived since the last look, without waiting (the watch stays open)."""
+        return [m for ms in self.consumer.poll(timeout_ms=0).values() for m in ms]
 
     def collect(
         self, expected: int, quiet_s: float = 3.0, timeout_s: float = 60

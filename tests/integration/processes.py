@@ -57,6 +57,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MINIO_SECRET_KEY": settings.minio_secret_key.get_secret_value(),
         "DATABASE_URL": settings.database_url,
     }
+    if settings.otlp_endpoint:
+        values["OTLP_ENDPOINT"] = settings.otlp_endpoint
     values |= {
         f"TOPICS__{name.upper()}": topic for name, topic in settings.topics.model_dump().items()
     }

@@ -15,6 +15,7 @@ from fetalmlops.common import db
 from fetalmlops.common.db import (
     Base,
     DatasetSnapshot,
+    Deployment,
     Image,
     Label,
     ModelStage,
@@ -64,7 +65,7 @@ def test_upgrade_to_head_creates_every_table(url: str) -> None:
     db.upgrade(url)
 
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
-    assert db.current(url) == db.head() == "0002"
+    assert db.current(url) == db.head() == "0003"
 
 
 def test_migrations_match_the_models(url: str) -> None:
@@ -168,21 +169,24 @@ def test_orm_refuses_an_unknown_stage_before_the_database(engine: sa.Engine) -> 
 
 def test_sqlite_enforces_foreign_keys(engine: sa.Engine) -> None:
     with pytest.raises(IntegrityError, match="FOREIGN KEY"), session_scope(engine) as session:
-        session.add(Label(image_id="no-such-image", plane=Plane.OTHER, annotator="annotator-1"))
+        session.add(Deployment(model_version_id=404, target="kserve/fetal/planes"))
 
 
-def test_deleting_an_image_deletes_its_labels(engine: sa.Engine) -> None:
+def test_a_label_may_arrive_before_its_image_and_joins_it_later(engine: sa.Engine) -> None:
     with session_scope(engine) as session:
-        image = Image(id="img-1", sha256="b" * 64, object_key="img-1.dcm", rows=224, columns=224)
-        image.labels = [
-            Label(plane=Plane.FETAL_BRAIN, annotator="annotator-1"),
-            Label(plane=Plane.FETAL_BRAIN, annotator="annotator-2"),
-        ]
-        session.add(image)
+        session.add(Label(image_id="img-1", plane=Plane.FETAL_BRAIN, annotator="annotator-1"))
+    with session_scope(engine) as session:
+        session.add(Image(id="img-1", sha256="b" * 64, object_key="img-1.dcm", rows=2, columns=2))
+    with session_scope(engine) as session:
+        image = session.get(Image, "img-1")
+        assert image is not None
+        assert [label.plane for label in image.labels] == [Plane.FETAL_BRAIN]
 
-    with engine.begin() as connection:
-        connection.execute(sa.delete(Image))
-        assert connection.scalar(sa.select(sa.func.count()).select_from(Label)) == 0
+
+def test_one_reading_per_annotator_and_image(engine: sa.Engine) -> None:
+    with pytest.raises(IntegrityError), session_scope(engine) as session:
+        session.add(Label(image_id="img-1", plane=Plane.FETAL_BRAIN, annotator="annotator-1"))
+        session.add(Label(image_id="img-1", plane=Plane.OTHER, annotator="annotator-1"))
 
 
 def test_report_window_must_not_end_before_it_starts(engine: sa.Engine) -> None:

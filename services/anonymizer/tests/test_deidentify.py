@@ -155,3 +155,23 @@ def test_a_short_number_inside_a_pseudonymous_uid_is_not_a_leak(phantom: Path) -
     verify(output.data, frozenset({digits}), POLICY)
     with pytest.raises(Residue):
         verify(output.data, frozenset({"2.25"}), POLICY)  # anything else still counts as found
+
+
+def test_a_safe_listed_private_element_survives_with_its_creator(phantom: Path) -> None:
+    source = pydicom.dcmread(io.BytesIO(cases(phantom)[0][0]))
+    block = source.private_block(0x0011, "ACME US 2.0", create=True)
+    block.add_new(0x05, "DS", "4.5")  # a gain setting: safe to keep
+    block.add_new(0x06, "LO", "DOE^JANE")  # a vendor's copy of the name: not on the list
+    buffer = io.BytesIO()
+    source.save_as(buffer)
+    policy = Policy(secret=POLICY.secret, safe_private=frozenset({("ACME US 2.0", 0x05)}))
+
+    data = anonymize_dicom(buffer.getvalue(), policy).data
+    out = pydicom.dcmread(io.BytesIO(data))
+
+    kept = out.private_block(0x0011, "ACME US 2.0")
+    assert kept[0x05].value == "4.5"
+    assert 0x00111006 not in out and b"DOE^JANE" not in data
+    assert not any(e.tag.group == 0x0009 for e in out)  # the phantom's own block is not listed
+    codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
+    assert "113111" in codes

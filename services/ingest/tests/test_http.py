@@ -55,6 +55,13 @@ def test_bad_uploads_get_a_reason_and_a_4xx(client: TestClient) -> None:
         response = client.post("/v1/images", files={"file": ("x", data)}, headers=WRITER)
         assert response.status_code == status and response.json()["detail"]
     assert client.post("/v1/images", headers=WRITER).status_code == 422  # no file field
+    odd_cohort = client.post(
+        "/v1/images",
+        files={"file": ("x", sample_picture(9))},
+        data={"cohort": "site a/../b"},
+        headers=WRITER,
+    )
+    assert odd_cohort.status_code == 422 and "cohort" in odd_cohort.text
     refused = client.get("/metrics").text
     assert 'fetalmlops_ingest_refused_total{channel="rest",verdict="unsupported"}' in refused
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
 from fetalmlops.common.bus import EmbeddedBus, read_event
 from fetalmlops.common.db import IngestChannel, IngestRecord, session_scope
-from fetalmlops.datasets.phantom.samples import sample_dicom
-from fetalmlops.ingest.intake import Intake, Outcome
+from fetalmlops.datasets.phantom.samples import sample_dicom, sample_picture
+from fetalmlops.ingest.intake import Intake, Outcome, Provenance
 from fetalmlops.ingest.validation import Invalid
 from fetalmlops.v1 import images_pb2
 
@@ -84,3 +86,21 @@ def test_the_record_holds_no_phi(intake: Intake) -> None:
     assert not [value for value in phi if value in row]
     (event,) = announcements(intake)
     assert not [value for value in phi if value.encode() in event.SerializeToString()]
+
+
+def test_a_declared_patient_stays_in_the_raw_zone_and_the_cohort_travels(intake: Intake) -> None:
+    data = sample_picture(5)
+    receipt = intake.receive(data, IngestChannel.IMPORT, Provenance("highend-a", "P-0042"))
+
+    (event,) = announcements(intake)
+    assert event.cohort == "highend-a"
+    assert event.context.bucket == "fetal-raw"
+    assert json.loads(intake.store.get("fetal-raw", event.context.key)) == {"patient_id": "P-0042"}
+    assert "P-0042" not in str(event) and "P-0042" not in event.context.key
+    assert receipt.sha256 in event.context.key
+
+
+def test_nothing_declared_means_no_context(intake: Intake) -> None:
+    intake.receive(sample_picture(6), IngestChannel.REST)
+    (event,) = announcements(intake)
+    assert not event.HasField("context") and event.cohort == ""

@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
@@ -100,7 +101,7 @@ def run(service: Service) -> None:
     """Serve until SIGTERM/SIGINT, then stop consumers and return."""
     settings = service.settings
     configure_logging(settings)
-    configure_tracing(settings)
+    provider = configure_tracing(settings)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -135,6 +136,8 @@ def run(service: Service) -> None:
         if service.bus is not None:
             service.bus.close()
         log.info("service stopped")
+        if isinstance(provider, TracerProvider):
+            provider.shutdown()  # flushes the spans still batched for export
 
 
 def _consume_until(bus: Bus, consumer: Consumer, stop: threading.Event) -> None:

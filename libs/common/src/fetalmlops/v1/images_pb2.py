@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from fetalmlops.v1 import common_pb2 as fetalmlops_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65talmlops/v1/images.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\xb1\x01\n\rImageReceived\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12%\n\x03raw\x18\x03 \x01(\x0b\x32\x18.fetalmlops.v1.ObjectRef\x12-\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x1c.fetalmlops.v1.IngestChannel\x12\x12\n\nmedia_type\x18\x05 \x01(\t\"\x8e\x02\n\x0fImageAnonymized\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x19\n\x11patient_pseudonym\x18\x03 \x01(\t\x12\'\n\x05\x64icom\x18\x04 \x01(\x0b\x32\x18.fetalmlops.v1.ObjectRef\x12+\n\tcanonical\x18\x05 \x01(\x0b\x32\x18.fetalmlops.v1.ObjectRef\x12%\n\x06\x64\x65vice\x18\x06 \x01(\x0b\x32\x15.fetalmlops.v1.Device\x12)\n\x08geometry\x18\x07 \x01(\x0b\x32\x17.fetalmlops.v1.Geometry\"-\n\x06\x44\x65vice\x12\x14\n\x0cmanufacturer\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"C\n\x08Geometry\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x0f\n\x07\x63olumns\x18\x02 \x01(\x05\x12\x18\n\x10pixel_spacing_mm\x18\x03 \x01(\x01*\xb5\x01\n\rIngestChannel\x12\x1e\n\x1aINGEST_CHANNEL_UNSPECIFIED\x10\x00\x12\x18\n\x14INGEST_CHANNEL_KAFKA\x10\x01\x12\x1a\n\x16INGEST_CHANNEL_STOW_RS\x10\x02\x12\x1a\n\x16INGEST_CHANNEL_C_STORE\x10\x03\x12\x17\n\x13INGEST_CHANNEL_REST\x10\x04\x12\x19\n\x15INGEST_CHANNEL_IMPORT\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65talmlops/v1/images.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\xec\x01\n\rImageReceived\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12%\n\x03raw\x18\x03 \x01(\x0b\x32\x18.fetalmlops.v1.ObjectRef\x12-\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x1c.fetalmlops.v1.IngestChannel\x12\x12\n\nmedia_type\x18\x05 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x06 \x01(\t\x12)\n\x07\x63ontext\x18\x07 \x01(\x0b\x32\x18.fetalmlops.v1.ObjectRef\"\x9e\x02\n\x0fImageAnonymized\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x19\n\x11patient_pseudonym\x18\x03 \x01(\t\x12\'\n\x05\x64icom\x18\x04 \x01(\x0b\x32\x18.fetalmlops.v1.ObjectRef\x12+\n\tcanonical\x18\x05 \x01(\x0b\x32\x18.fetalmlops.v1.ObjectRef\x12%\n\x06\x64\x65vice\x18\x06 \x01(\x0b\x32\x15.fetalmlops.v1.Device\x12)\n\x08geometry\x18\x07 \x01(\x0b\x32\x17.fetalmlops.v1.Geometry\x12\x0e\n\x06\x63ohort\x18\x08 \x01(\t\"-\n\x06\x44\x65vice\x12\x14\n\x0cmanufacturer\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"C\n\x08Geometry\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x0f\n\x07\x63olumns\x18\x02 \x01(\x05\x12\x18\n\x10pixel_spacing_mm\x18\x03 \x01(\x01*\xb5\x01\n\rIngestChannel\x12\x1e\n\x1aINGEST_CHANNEL_UNSPECIFIED\x10\x00\x12\x18\n\x14INGEST_CHANNEL_KAFKA\x10\x01\x12\x1a\n\x16INGEST_CHANNEL_STOW_RS\x10\x02\x12\x1a\n\x16INGEST_CHANNEL_C_STORE\x10\x03\x12\x17\n\x13INGEST_CHANNEL_REST\x10\x04\x12\x19\n\x15INGEST_CHANNEL_IMPORT\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fetalmlops.v1.images_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTCHANNEL']._serialized_start=643
-  _globals['_INGESTCHANNEL']._serialized_end=824
+  _globals['_INGESTCHANNEL']._serialized_start=718
+  _globals['_INGESTCHANNEL']._serialized_end=899
   _globals['_IMAGERECEIVED']._serialized_start=74
-  _globals['_IMAGERECEIVED']._serialized_end=251
-  _globals['_IMAGEANONYMIZED']._serialized_start=254
-  _globals['_IMAGEANONYMIZED']._serialized_end=524
-  _globals['_DEVICE']._serialized_start=526
-  _globals['_DEVICE']._serialized_end=571
-  _globals['_GEOMETRY']._serialized_start=573
-  _globals['_GEOMETRY']._serialized_end=640
+  _globals['_IMAGERECEIVED']._serialized_end=310
+  _globals['_IMAGEANONYMIZED']._serialized_start=313
+  _globals['_IMAGEANONYMIZED']._serialized_end=599
+  _globals['_DEVICE']._serialized_start=601
+  _globals['_DEVICE']._serialized_end=646
+  _globals['_GEOMETRY']._serialized_start=648
+  _globals['_GEOMETRY']._serialized_end=715
 # @@protoc_insertion_point(module_scope)

@@ -23,21 +23,25 @@ INGEST_CHANNEL_REST: IngestChannel
 INGEST_CHANNEL_IMPORT: IngestChannel
 
 class ImageReceived(_message.Message):
-    __slots__ = ("meta", "sha256", "raw", "channel", "media_type")
+    __slots__ = ("meta", "sha256", "raw", "channel", "media_type", "cohort", "context")
     META_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.EventMeta
     sha256: str
     raw: _common_pb2.ObjectRef
     channel: IngestChannel
     media_type: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., sha256: _Optional[str] = ..., raw: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., channel: _Optional[_Union[IngestChannel, str]] = ..., media_type: _Optional[str] = ...) -> None: ...
+    cohort: str
+    context: _common_pb2.ObjectRef
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., sha256: _Optional[str] = ..., raw: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., channel: _Optional[_Union[IngestChannel, str]] = ..., media_type: _Optional[str] = ..., cohort: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
 
 class ImageAnonymized(_message.Message):
-    __slots__ = ("meta", "image_id", "patient_pseudonym", "dicom", "canonical", "device", "geometry")
+    __slots__ = ("meta", "image_id", "patient_pseudonym", "dicom", "canonical", "device", "geometry", "cohort")
     META_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_PSEUDONYM_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +49,7 @@ class ImageAnonymized(_message.Message):
     CANONICAL_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.EventMeta
     image_id: str
     patient_pseudonym: str
@@ -52,7 +57,8 @@ class ImageAnonymized(_message.Message):
     canonical: _common_pb2.ObjectRef
     device: Device
     geometry: Geometry
-    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., image_id: _Optional[str] = ..., patient_pseudonym: _Optional[str] = ..., dicom: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., canonical: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
+    cohort: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., image_id: _Optional[str] = ..., patient_pseudonym: _Optional[str] = ..., dicom: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., canonical: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., cohort: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("manufacturer", "model")

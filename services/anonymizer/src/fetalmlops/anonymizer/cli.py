@@ -1,30 +1,51 @@
-"""`fetalmlops anonymize IN OUT`: the service's policy, offline, for a file or a folder of DICOM."""
+"""`fetalmlops anonymize IN OUT`: the service's policy, offline, for a file or a folder of
+DICOM, PNG and JPEG."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import Progress
 
-from fetalmlops.anonymizer.pipeline import anonymize_dicom
+from fetalmlops.anonymizer import pseudonyms
+from fetalmlops.anonymizer.pipeline import anonymize_dicom, anonymize_picture
 from fetalmlops.anonymizer.pixels import NoRegions
+from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.anonymizer.verify import Residue
 
+DICOM_PREAMBLE = 128  # PS3.10 7.1: "DICM" follows a 128-byte preamble
+
+
+def anonymize_file(data: bytes, policy: Policy, deidentified_at_source: bool) -> tuple[str, bytes]:
+    """The output's name and bytes: a DICOM named by its new SOP Instance UID, a picture by
+    the pseudonym of its content."""
+    if data[DICOM_PREAMBLE : DICOM_PREAMBLE + 4] == b"DICM":
+        result = anonymize_dicom(data, policy)
+        return f"{result.sop_instance_uid}.dcm", result.data
+    picture = anonymize_picture(data, policy, deidentified_at_source)
+    sha256 = hashlib.sha256(data).hexdigest()
+    return f"{pseudonyms.opaque(policy.secret, 'img', sha256)}.png", picture.png
+
 
 def anonymize(
-    source: Annotated[Path, typer.Argument(help="A DICOM file or a folder of them.", exists=True)],
+    source: Annotated[
+        Path, typer.Argument(help="A DICOM, PNG or JPEG file, or a folder of them.", exists=True)
+    ],
     out: Annotated[Path, typer.Argument(help="Output folder (created).")],
 ) -> None:
-    """PS3.15 basic profile + modified dates + clean pixel data; outputs named by their new UIDs.
+    """PS3.15 basic profile + modified dates + clean pixel data, with the service's settings.
 
     The secret comes from FETALMLOPS_ANONYMIZER_SECRET, so runs with the same secret give the
-    same pseudonyms as the service. A file the verification gate refuses is not written.
+    same pseudonyms as the service; masks, OCR and the other options from the same variables.
+    A file the verification gate refuses is not written.
     """
     try:
-        policy = AnonymizerSettings().policy()
+        own = AnonymizerSettings()
+        policy = own.policy()
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -35,12 +56,12 @@ def anonymize(
         task = progress.add_task("anonymizing", total=len(files))
         for path in files:
             try:
-                result = anonymize_dicom(path.read_bytes(), policy)
-                (out / f"{result.sop_instance_uid}.dcm").write_bytes(result.data)
+                name, data = anonymize_file(path.read_bytes(), policy, own.pictures_deidentified)
+                (out / name).write_bytes(data)
             except (NoRegions, Residue) as exc:
                 refused.append(f"{path}: {type(exc).__name__}: {exc}")
-            except Exception as exc:  # not DICOM, or not decodable: said, not fatal
-                refused.append(f"{path}: not a readable DICOM file ({type(exc).__name__})")
+            except Exception as exc:  # not an image, or not decodable: said, not fatal
+                refused.append(f"{path}: not a readable DICOM, PNG or JPEG ({type(exc).__name__})")
             progress.advance(task)
     typer.echo(f"{len(files) - len(refused)} anonymized into {out}, {len(refused)} refused")
     for line in refused:
@@ -50,5 +71,5 @@ def anonymize(
 
 
 # The same command standalone, for `python -m`-style use and tests.
-app = typer.Typer(help="De-identify DICOM files offline with the anonymizer's policy.")
+app = typer.Typer(help="De-identify images offline with the anonymizer's policy.")
 app.command()(anonymize)

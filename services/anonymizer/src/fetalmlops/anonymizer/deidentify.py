@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from fetalmlops.anonymizer import pseudonyms
-from fetalmlops.anonymizer.profile.policy import DEVICE_IDENTITY, Policy
+from fetalmlops.anonymizer.profile.policy import DEVICE_IDENTITY, Policy, private_creators
 
 PATIENT_ID = 0x00100020
 TEXT_VRS = frozenset(
@@ -115,11 +115,7 @@ class _Walker:
         self.kept: set[str] = set()  # strings of attributes the profile keeps
 
     def walk(self, dataset: Dataset) -> None:
-        creators = {
-            (e.tag.group, e.tag.element): str(e.value)
-            for e in dataset
-            if e.tag.is_private and 0x0010 <= e.tag.element <= 0x00FF
-        }
+        creators = private_creators(dataset)
         for element in list(dataset):
             tag = int(element.tag)
             if element.tag.is_private:
@@ -140,11 +136,12 @@ class _Walker:
     def _private(
         self, dataset: Dataset, element: DataElement, creators: dict[tuple[int, int], str]
     ) -> None:
-        block = (element.tag.group, element.tag.element >> 8)
-        creator = creators.get(block, "")
-        if (creator, element.tag.element & 0xFF) not in self.policy.safe_private:
+        if not self.policy.keeps_private(element, creators):
             self._remember(element)
             del dataset[element.tag]
+        elif element.VR == "SQ":
+            for item in element.value:
+                self.walk(item)
 
     def _retained(self, element: DataElement) -> bool:
         """Kept as it is by an option: device identity, or times of day under modified dates."""

@@ -14,15 +14,13 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import pydicom
-from PIL import Image as Picture
 from sqlalchemy import Engine
 
-from fetalmlops.anonymizer import pseudonyms
+from fetalmlops.anonymizer import catalog, pseudonyms
 from fetalmlops.anonymizer.harmonise import canonical, union
-from fetalmlops.anonymizer.pipeline import anonymize_dicom
-from fetalmlops.anonymizer.pixels import NoRegions, blank_outside, region_mask, us_regions
+from fetalmlops.anonymizer.pipeline import anonymize_dicom, anonymize_picture
+from fetalmlops.anonymizer.pixels import NoRegions, us_regions
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.anonymizer.verify import Residue
@@ -72,7 +70,7 @@ class Anonymizer:
         event = read_event(record)
         if not isinstance(event, images_pb2.ImageReceived):
             raise Rejected(f"expected ImageReceived, got {type(event).__name__}")
-        image_id = pseudonyms.opaque(self.policy.secret, "img", event.sha256)
+        image_id = catalog.image_id(self.policy.secret, event.sha256)
         with session_scope(self.engine) as session:
             if session.get(Image, image_id) is not None:
                 return  # catalogued already: this is a redelivery
@@ -81,7 +79,8 @@ class Anonymizer:
         except ObjectNotFound:
             raise Rejected("raw object not found") from None
         try:
-            output = self.deidentify(raw, event.media_type)
+            declared = self.declared_patient(event)
+            output = self.deidentify(raw, event.media_type, declared)
         except (NoRegions, Residue) as exc:
             self.quarantine(event.sha256, f"{type(exc).__name__}: {exc}")
             raise Rejected(f"quarantined: {type(exc).__name__}: {exc}") from None
@@ -89,10 +88,21 @@ class Anonymizer:
             # A decoder's message may quote the file's values: only its type leaves the raw zone.
             self.quarantine(event.sha256, f"{type(exc).__name__}: {exc}")
             raise Rejected(f"quarantined: cannot de-identify ({type(exc).__name__})") from None
-        self.publish(image_id, output)
+        self.publish(image_id, output, event.cohort)
         log.info("image anonymized", extra={"image_id": image_id})
 
-    def deidentify(self, raw: bytes, media_type: str) -> Output:
+    def declared_patient(self, event: images_pb2.ImageReceived) -> str:
+        """The patient id the sender declared beside the file (raw zone), or ""."""
+        if not event.HasField("context"):
+            return ""
+        try:
+            context = json.loads(self.store.get(event.context.bucket, event.context.key))
+        except ObjectNotFound:
+            raise Rejected("the declared context object is missing") from None
+        return str(context.get("patient_id", ""))
+
+    def deidentify(self, raw: bytes, media_type: str, declared_patient: str = "") -> Output:
+        """A DICOM's own PatientID names its patient; a picture's only what was declared."""
         policy = self.policy
         if media_type == DICOM:
             result = anonymize_dicom(raw, policy)
@@ -113,18 +123,15 @@ class Anonymizer:
                 int(ds.Columns),
                 float(region.get("PhysicalDeltaX", 0.0)) * 10,
             )
-        # Re-encoding from pixels drops every metadata chunk and EXIF block.
-        pixels = np.asarray(Picture.open(io.BytesIO(raw)).convert("L"))
-        rows, columns = pixels.shape
-        mask = policy.mask_for(columns, rows)
-        if mask:
-            pixels = blank_outside(pixels, region_mask(rows, columns, mask), 1)
-        elif not self.own.pictures_deidentified:
-            raise NoRegions("a PNG/JPEG names no imaging region and no mask fits its size")
-        clean = io.BytesIO()
-        Picture.fromarray(pixels).save(clean, "PNG")
-        square = canonical(pixels, union(mask) if mask else None, self.own.canonical_size)
-        return Output(clean.getvalue(), "image/png", square, "", "", "", rows, columns, 0.0)
+        picture = anonymize_picture(raw, policy, self.own.pictures_deidentified)
+        rows, columns = picture.pixels.shape
+        square = canonical(picture.pixels, union(picture.mask), self.own.canonical_size)
+        patient = (
+            pseudonyms.patient_pseudonym(policy.secret, declared_patient)
+            if declared_patient
+            else ""
+        )
+        return Output(picture.png, "image/png", square, patient, "", "", rows, columns, 0.0)
 
     def quarantine(self, sha256: str, reason: str) -> None:
         note = json.dumps({"sha256": sha256, "reason": reason}).encode()
@@ -135,7 +142,7 @@ class Anonymizer:
             content_type="application/json",
         )
 
-    def publish(self, image_id: str, output: Output) -> None:
+    def publish(self, image_id: str, output: Output, cohort: str = "") -> None:
         bucket = self.settings.buckets.anonymized
         suffix = "dcm" if output.media_type == DICOM else "png"
         dicom_key, canonical_key = f"images/{image_id}.{suffix}", f"canonical/{image_id}.png"
@@ -162,6 +169,7 @@ class Anonymizer:
             geometry=images_pb2.Geometry(
                 rows=output.rows, columns=output.columns, pixel_spacing_mm=output.spacing_mm
             ),
+            cohort=cohort,
         )
         publish_event(
             self.bus, self.settings.topics.images_anonymized, image_id, event, "anonymizer"
@@ -179,6 +187,7 @@ class Anonymizer:
                     pixel_spacing_mm=output.spacing_mm or None,
                     rows=output.rows,
                     columns=output.columns,
+                    cohort=cohort or None,
                 )
             )
 

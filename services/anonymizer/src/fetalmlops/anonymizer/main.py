@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from fetalmlops.anonymizer.catalog import Catalog
 from fetalmlops.anonymizer.images import Anonymizer
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.common.bus import Consumer, open_bus, retry_policy
@@ -41,7 +42,14 @@ def build(settings: Settings, own: AnonymizerSettings | None = None) -> Service:
         deadletter_topic=settings.topics.deadletter,
         retry=retry_policy(settings),
     )
-    return Service(settings, app, bus=bus, consumers=[consumer])
+    labels = Consumer(
+        [settings.topics.labels],
+        "catalog",
+        Catalog(own, engine).handle,
+        deadletter_topic=settings.topics.deadletter,
+        retry=retry_policy(settings),
+    )
+    return Service(settings, app, bus=bus, consumers=[consumer, labels])
 
 
 def secret_ready(own: AnonymizerSettings) -> ReadinessCheck:

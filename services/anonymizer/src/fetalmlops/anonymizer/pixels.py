@@ -8,6 +8,7 @@ the union of its regions is set to zero, in every frame, and the result is store
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,6 +16,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 Box = tuple[int, int, int, int]
+# Finds burned-in text in a frame: the OCR fallback for frames that name no region.
+TextFinder = Callable[[NDArray[np.generic], int], list[Box]]
 
 
 class NoRegions(ValueError):
@@ -60,13 +63,16 @@ def blank_outside(
     return np.where(keep, cleaned, 0).astype(pixels.dtype)
 
 
-def clean_pixel_data(ds: Dataset, fallback: list[Box] | None = None) -> None:
-    """Blank outside the US regions (or, lacking them, a configured mask) in place.
+def clean_pixel_data(
+    ds: Dataset, fallback: list[Box] | None = None, find_text: TextFinder | None = None
+) -> bool:
+    """Blank outside the US regions (or, lacking them, a configured mask) in place; lacking
+    both, blank the text ``find_text`` finds. True when OCR, not geometry, did the cleaning.
 
-    Raises NoRegions when neither says what to keep.
+    Raises NoRegions when nothing says what to keep and no text finder is given.
     """
     regions = us_regions(ds) or list(fallback or [])
-    if not regions:
+    if not regions and find_text is None:
         raise NoRegions("no SequenceOfUltrasoundRegions with a location, and no mask for it")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     with warnings.catch_warnings():
@@ -75,9 +81,16 @@ def clean_pixel_data(ds: Dataset, fallback: list[Box] | None = None) -> None:
     photometric = str(ds.PhotometricInterpretation)
     if photometric.startswith("YBR"):
         photometric = "RGB"  # pydicom decodes YCbCr to RGB
-    cleaned = blank_outside(pixels, region_mask(int(ds.Rows), int(ds.Columns), regions), frames)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if regions:
+        keep = region_mask(rows, columns, regions)
+    else:
+        assert find_text is not None
+        keep = ~region_mask(rows, columns, find_text(pixels, frames))
+    cleaned = blank_outside(pixels, keep, frames)
     cleaned = cleaned.astype(cleaned.dtype.newbyteorder("<"))  # a big-endian source decodes as >u2
     # Written back uncompressed and little endian (big endian is retired, PS3.5 A.3).
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.set_pixel_data(cleaned, photometric, int(ds.BitsStored), generate_instance_uid=False)
     ds.BurnedInAnnotation = "NO"
+    return not regions

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fetalmlops.anonymizer.ocr import require_tesseract
 from fetalmlops.anonymizer.profile.policy import Policy
 
 
@@ -36,12 +37,31 @@ class AnonymizerSettings(BaseSettings):
         'e.g. `{"Acme/Echo 5": [[40, 60, 980, 740]], "800x600": [[80, 80, 720, 590]]}`.',
     )
 
+    ocr: bool = Field(
+        False,
+        description="For images with neither a region nor a mask, blank the text Tesseract "
+        "reads (needs `tesseract-ocr`); otherwise they are quarantined.",
+    )
+    ocr_min_confidence: float = Field(
+        60.0, ge=0, le=100, description="Least Tesseract confidence (0–100) of a word to blank."
+    )
+    safe_private: list[tuple[str, int]] = Field(
+        [],
+        description="Private elements to keep (PS3.15 Retain Safe Private Option) as [creator, "
+        'element byte] pairs (JSON), e.g. `[["ACME US 2.0", 5]]`; all other private elements go.',
+    )
+
     def policy(self) -> Policy:
         if self.secret is None or not self.secret.get_secret_value():
             raise ValueError("FETALMLOPS_ANONYMIZER_SECRET is not set: pseudonyms need a secret")
+        if self.ocr:
+            require_tesseract()
         return Policy(
             secret=self.secret.get_secret_value().encode(),
             retain_modified_dates=self.retain_modified_dates,
             retain_device_identity=self.retain_device_identity,
             masks=self.masks,
+            safe_private=frozenset(self.safe_private),
+            ocr=self.ocr,
+            ocr_min_confidence=self.ocr_min_confidence,
         )

@@ -12,8 +12,9 @@ import re
 
 import pydicom
 from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
 
-from fetalmlops.anonymizer.profile.policy import Policy
+from fetalmlops.anonymizer.profile.policy import Policy, private_creators
 
 KEPT_BY_DESIGN = frozenset({0x00100010, 0x00100020})  # replaced by the patient pseudonym
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
@@ -33,14 +34,7 @@ def verify(
 ) -> None:
     """Raises Residue; ``names`` (parts of person names) count only as whole words."""
     ds = pydicom.dcmread(io.BytesIO(output))
-    findings = []
-    for element in ds.iterall():
-        if element.tag.is_private and 0x0010 <= element.tag.element <= 0x00FF:
-            continue  # creator elements of safe-listed blocks
-        if element.tag.is_private:
-            findings.append(f"private element {element.tag} survived")
-        elif _should_be_gone(element, policy):
-            findings.append(f"{element.keyword or element.tag} should have been removed")
+    findings = _elements_not_allowed(ds, policy)
     if policy.clean_pixel_data and ds.get("BurnedInAnnotation") != "NO":
         findings.append("burned-in annotation not cleaned")
     header = _header(output)
@@ -49,6 +43,19 @@ def verify(
     findings += [f"source value found in output: {len(v)} characters" for v in leaked]
     if findings:
         raise Residue(findings)
+
+
+def _elements_not_allowed(dataset: Dataset, policy: Policy) -> list[str]:
+    findings, creators = [], private_creators(dataset)
+    for element in dataset:
+        if element.tag.is_private and not policy.keeps_private(element, creators):
+            findings.append(f"private element {element.tag} survived")
+        elif not element.tag.is_private and _should_be_gone(element, policy):
+            findings.append(f"{element.keyword or element.tag} should have been removed")
+        if element.VR == "SQ":
+            for item in element.value:
+                findings += _elements_not_allowed(item, policy)
+    return findings
 
 
 def _found(value: str, header: bytes) -> bool:

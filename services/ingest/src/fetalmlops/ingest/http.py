@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from fetalmlops.common.db import IngestChannel
 from fetalmlops.ingest import stow
 from fetalmlops.ingest.auth import IMAGES_WRITE, LABELS_WRITE, require
-from fetalmlops.ingest.intake import Intake, Outcome
+from fetalmlops.ingest.intake import Intake, Outcome, Provenance
 from fetalmlops.ingest.labels import LabelRequest, publish_label
 from fetalmlops.ingest.validation import Invalid, Verdict
 
@@ -72,16 +72,22 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
     async def upload(
         file: UploadFile = File(...),  # noqa: B008
         channel: UploadChannel = Form(UploadChannel.REST),  # noqa: B008
+        cohort: str = Form("", max_length=64, pattern=r"^[A-Za-z0-9._:-]*$"),
+        patient_id: str = Form("", max_length=64),
     ) -> JSONResponse:
         """Upload one DICOM, PNG or JPEG image (multipart/form-data field `file`).
 
-        Dataset importers send `channel=import` so the record says how the image came.
+        Dataset importers send `channel=import` so the record says how the image came, the
+        `cohort` the image belongs to and, for PNG/JPEG, the `patient_id` it shows (kept in
+        the raw zone only; a DICOM's own PatientID takes precedence).
         """
         data = await file.read(limits.max_bytes + 1)
         if len(data) > limits.max_bytes:
             raise Invalid(Verdict.TOO_LARGE, f"file exceeds {limits.max_bytes} bytes")
         # Validation, hashing and the stores block: keep them off the event loop.
-        receipt = await run_in_threadpool(intake.receive, data, IngestChannel(channel.value))
+        receipt = await run_in_threadpool(
+            intake.receive, data, IngestChannel(channel.value), Provenance(cohort, patient_id)
+        )
         code = status.HTTP_201_CREATED if receipt.outcome is Outcome.STORED else status.HTTP_200_OK
         body = {
             "sha256": receipt.sha256,

@@ -69,7 +69,11 @@ def push(client: httpx.Client, sample: Sample, annotator: str) -> str:
         client.post(
             "/v1/images",
             files={"file": (sample.path.name, sample.path.read_bytes())},
-            data={"channel": "import"},
+            data={
+                "channel": "import",
+                "cohort": sample.cohort or "",
+                "patient_id": sample.patient or "",
+            },
         ),
         sample,
     )

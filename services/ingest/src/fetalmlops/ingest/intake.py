@@ -9,6 +9,7 @@ never to none, and an image already announced is neither stored nor announced ag
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -53,6 +54,15 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What a sender declares beside a file: its cohort (not PHI) and, for pictures without a
+    header, the patient it shows (PHI: kept in the raw zone, never in the event)."""
+
+    cohort: str = ""
+    patient_id: str = ""
+
+
+@dataclass(frozen=True)
 class Receipt:
     sha256: str
     outcome: Outcome
@@ -71,15 +81,23 @@ class Intake:
         """Validation alone, for channels that must vet a whole batch before storing any."""
         return validate(data, self.limits)
 
-    def receive(self, data: bytes, channel: IngestChannel) -> Receipt:
+    def receive(
+        self, data: bytes, channel: IngestChannel, provenance: Provenance | None = None
+    ) -> Receipt:
         try:
             image = self.check(data)
         except Invalid as exc:
             REFUSED.labels(channel.value, exc.verdict.value).inc()
             raise
-        return self.admit(data, image, channel)
+        return self.admit(data, image, channel, provenance or Provenance())
 
-    def admit(self, data: bytes, image: ValidImage, channel: IngestChannel) -> Receipt:
+    def admit(
+        self,
+        data: bytes,
+        image: ValidImage,
+        channel: IngestChannel,
+        provenance: Provenance | None = None,
+    ) -> Receipt:
         """Store and announce bytes that ``check`` has already accepted."""
         bucket = self.settings.buckets.raw
         info, _ = put_content_addressed(
@@ -107,7 +125,7 @@ class Intake:
                 log.info("duplicate image", extra={"sha256": sha256, "channel": channel.value})
                 IMAGES.labels(channel.value, Outcome.DUPLICATE.value).inc()
                 return Receipt(sha256, Outcome.DUPLICATE, image)
-        self._announce(sha256, info.key, len(data), image, channel)
+        self._announce(sha256, info.key, len(data), image, channel, provenance or Provenance())
         with session_scope(self.engine) as session:
             announced = session.get(IngestRecord, sha256)
             if announced is not None:
@@ -117,7 +135,13 @@ class Intake:
         return Receipt(sha256, Outcome.STORED, image)
 
     def _announce(
-        self, sha256: str, key: str, size: int, image: ValidImage, channel: IngestChannel
+        self,
+        sha256: str,
+        key: str,
+        size: int,
+        image: ValidImage,
+        channel: IngestChannel,
+        provenance: Provenance,
     ) -> None:
         event = images_pb2.ImageReceived(
             sha256=sha256,
@@ -130,5 +154,23 @@ class Intake:
             ),
             channel=PROTO_CHANNEL[channel],
             media_type=image.media_type,
+            cohort=provenance.cohort,
         )
+        if provenance.patient_id:
+            # Written before the announcement that names it, under the content's own hash.
+            context = json.dumps({"patient_id": provenance.patient_id}).encode()
+            info = self.store.put(
+                self.settings.buckets.raw,
+                f"context/{sha256}.json",
+                context,
+                content_type="application/json",
+            )
+            event.context.CopyFrom(
+                common_pb2.ObjectRef(
+                    bucket=info.bucket,
+                    key=info.key,
+                    size=info.size,
+                    content_type="application/json",
+                )
+            )
         publish_event(self.bus, self.settings.topics.images_received, sha256, event, "ingest")

@@ -66,6 +66,11 @@ class KafkaBus:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(1000, self._session_timeout_ms // 4),
         )
+        # kafka-python joins the group with whatever topic metadata it holds; a join before the
+        # first metadata response assigns nothing, and the rejoin waits for the next metadata
+        # refresh (minutes). Fetching the partitions first makes the first assignment whole.
+        for topic in topics:
+            consumer.partitions_for_topic(topic)
         return KafkaSubscription(consumer)
 
     def close(self) -> None:

@@ -100,25 +100,30 @@ class Image(Base):
     created_at: Mapped[datetime] = _created_at()
 
     labels: Mapped[list[Label]] = relationship(
-        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+        primaryjoin="Image.id == foreign(Label.image_id)", viewonly=True
     )
 
 
 class Label(Base):
-    """One annotator's reading of an image; an image may carry several."""
+    """One annotator's reading of an image; an image may carry several.
+
+    No foreign key: a label may arrive before the anonymizer has catalogued its image (the id
+    is the image's pseudonym, known to both), and snapshots join the two.
+    """
 
     __tablename__ = "labels"
+    __table_args__ = (sa.UniqueConstraint("image_id", "annotator"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    image_id: Mapped[str] = mapped_column(
-        sa.ForeignKey("images.id", ondelete="CASCADE"), index=True
-    )
+    image_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     plane: Mapped[Plane] = mapped_column(string_enum(Plane, "plane"))
     brain_plane: Mapped[BrainPlane | None] = mapped_column(string_enum(BrainPlane, "brain_plane"))
     annotator: Mapped[str] = mapped_column(sa.String(128))  # pseudonymous, never a name
     created_at: Mapped[datetime] = _created_at()
 
-    image: Mapped[Image] = relationship(back_populates="labels")
+    image: Mapped[Image | None] = relationship(
+        primaryjoin="foreign(Label.image_id) == Image.id", viewonly=True
+    )
 
 
 class DatasetSnapshot(Base):

@@ -1,0 +1,74 @@
+"""The consumer of fetal.labels: each label joins the catalog under its image's pseudonym.
+
+A label names its image by the raw sha256 ingest gave the sender, or by the catalog id. Only
+the anonymizer holds the secret that turns one into the other, so it writes the label rows.
+A label may come before its image is catalogued (an importer labels right after uploading):
+the row waits under the image's id, and snapshots join the two. A replayed event updates the
+annotator's one reading of the image instead of adding a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import Engine, select
+
+from fetalmlops.anonymizer import pseudonyms
+from fetalmlops.anonymizer.settings import AnonymizerSettings
+from fetalmlops.common.bus import Record, Rejected, read_event
+from fetalmlops.common.db import Label, session_scope
+from fetalmlops.common.planes import BrainPlane, Plane
+from fetalmlops.v1 import labels_pb2
+
+log = logging.getLogger(__name__)
+
+
+def image_id(secret: bytes, raw_sha256: str) -> str:
+    """The catalog id of the image whose raw bytes hash to ``raw_sha256``."""
+    return pseudonyms.opaque(secret, "img", raw_sha256)
+
+
+def reading(event: labels_pb2.LabelAttached, secret: bytes) -> Label:
+    """The label row an event describes; Rejected when it names no image or no plane."""
+    reference = event.WhichOneof("image")
+    if reference is None:
+        raise Rejected("the label names no image")
+    target = event.image_id if reference == "image_id" else image_id(secret, event.raw_sha256)
+    plane_name = labels_pb2.Plane.Name(event.plane).removeprefix("PLANE_")
+    if plane_name == "UNSPECIFIED":
+        raise Rejected("the label names no plane")
+    brain = labels_pb2.BrainPlane.Name(event.brain_plane).removeprefix("BRAIN_PLANE_")
+    return Label(
+        image_id=target,
+        plane=Plane[plane_name],
+        brain_plane=None if brain == "UNSPECIFIED" else BrainPlane[brain],
+        annotator=event.annotator or "unknown",
+    )
+
+
+@dataclass
+class Catalog:
+    own: AnonymizerSettings
+    engine: Engine
+
+    @cached_property
+    def secret(self) -> bytes:
+        return self.own.policy().secret
+
+    def handle(self, record: Record) -> None:
+        event = read_event(record)
+        if not isinstance(event, labels_pb2.LabelAttached):
+            raise Rejected(f"expected LabelAttached, got {type(event).__name__}")
+        label = reading(event, self.secret)
+        with session_scope(self.engine) as session:
+            same = select(Label).where(
+                Label.image_id == label.image_id, Label.annotator == label.annotator
+            )
+            existing = session.scalars(same).one_or_none()
+            if existing is None:
+                session.add(label)
+            else:
+                existing.plane, existing.brain_plane = label.plane, label.brain_plane
+        log.info("label catalogued", extra={"image_id": label.image_id})

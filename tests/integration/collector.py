@@ -1,0 +1,79 @@
+"""A minimal OTLP/HTTP trace collector on loopback: what an SRE's collector would receive.
+
+Services export spans with their real OTLP exporter (`FETALMLOPS_OTLP_ENDPOINT`); this server
+decodes each ExportTraceServiceRequest and keeps every span's name, attributes and events as
+text, so tests can search exactly what left the process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+
+@dataclass
+class Collected:
+    spans: list[tuple[str, str]] = field(default_factory=list)  # (service, span as text)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def names(self) -> set[str]:
+        with self.lock:
+            return {text.split("\n", 1)[0] for _, text in self.spans}
+
+    def texts(self) -> list[str]:
+        with self.lock:
+            return [text for _, text in self.spans]
+
+
+def _accept(request: ExportTraceServiceRequest, into: Collected) -> None:
+    for resource in request.resource_spans:
+        service = next(
+            (a.value.string_value for a in resource.resource.attributes if a.key == "service.name"),
+            "",
+        )
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                # The span's name first, then every attribute and event exactly as exported.
+                text = "\n".join([span.name, str(span.attributes), str(span.events)])
+                with into.lock:
+                    into.spans.append((service, text))
+
+
+@contextmanager
+def otlp_collector() -> Iterator[tuple[str, Collected]]:
+    """Yields the endpoint (`http://127.0.0.1:<port>/v1/traces`) and what it has collected."""
+    collected = Collected()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            _accept(ExportTraceServiceRequest.FromString(body), collected)
+            answer = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1/traces", collected
+    finally:
+        server.shutdown()
+        server.server_close()
