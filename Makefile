@@ -38,7 +38,8 @@ test-unit: setup ## Only the tests that need no running stack (fast)
 lint: setup ## ruff (lint + format check) and mypy (strict) on the libraries and services
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
-	$(VENV_BIN)/mypy libs/common/src libs/datasets/src services/ingest/src services/anonymizer/src
+	$(VENV_BIN)/mypy libs/common/src libs/datasets/src services/ingest/src services/anonymizer/src \
+		services/trainer/src deploy/local/src
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV_BIN)/ruff check --fix .

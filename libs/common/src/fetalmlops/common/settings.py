@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         10000,
         description="How long a silent consumer keeps its partitions before the group moves them.",
     )
+    kafka_max_poll_interval_ms: int = Field(
+        300000,
+        description="Longest time one message may take to handle before the group moves its "
+        "partition (the trainer, which handles a message by training, sets hours).",
+    )
     bus_partitions: int = Field(3, ge=1, description="Partitions per topic (embedded bus, stack).")
     bus_max_attempts: int = Field(
         3, ge=1, description="Handler attempts before a message goes to the dead-letter topic."

@@ -33,6 +33,7 @@ def open_bus(settings: Settings) -> Bus:
             settings.kafka_bootstrap_servers,
             client_id=settings.service_name,
             session_timeout_ms=settings.kafka_session_timeout_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         )
     return EmbeddedBus(partitions=settings.bus_partitions)
 

@@ -21,12 +21,14 @@ class KafkaBus:
         bootstrap_servers: str,
         client_id: str = "fetalmlops",
         session_timeout_ms: int = 10000,
+        max_poll_interval_ms: int = 300000,
     ) -> None:
         self._bootstrap = bootstrap_servers.split(",")
         self._client_id = client_id
         # A crashed consumer's partitions wait this long for it; the client default (45 s)
         # stalls a partition for most of a minute after a pod dies.
         self._session_timeout_ms = session_timeout_ms
+        self._max_poll_interval_ms = max_poll_interval_ms
         self._producer: KafkaProducer | None = None
 
     def ensure_topics(self, topics: Sequence[str], partitions: int) -> None:
@@ -65,6 +67,7 @@ class KafkaBus:
             max_poll_records=100,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(1000, self._session_timeout_ms // 4),
+            max_poll_interval_ms=self._max_poll_interval_ms,
         )
         # kafka-python joins the group with whatever topic metadata it holds; a join before the
         # first metadata response assigns nothing, and the rejoin waits for the next metadata

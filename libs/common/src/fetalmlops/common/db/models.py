@@ -176,6 +176,8 @@ class ModelVersion(Base):
     snapshot_id: Mapped[str | None] = mapped_column(
         sa.ForeignKey("dataset_snapshots.id"), index=True
     )
+    # Names the run (snapshot, model, configuration): a restarted Job finds what it registered.
+    training_run: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = _created_at()
     promoted_at: Mapped[datetime | None]
 

@@ -1,0 +1,195 @@
+"""`fetalmlops train` and `fetalmlops snapshot`: the trainer from a shell or a Kubernetes Job.
+
+Two ways in. On the platform (`--snapshot ID`, or a fresh snapshot of the catalog): the
+version goes to `fetal-models`, the registry and the gate, as a Job would do it. Outside it
+(`--dataset PATH --out DIR`): any dataset the readers know, trained on this machine, written to
+DIR in the KServe layout; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fetalmlops.common.bus import open_bus
+from fetalmlops.common.db.session import create_engine_for
+from fetalmlops.common.settings import Settings
+from fetalmlops.common.store import ObjectStore, open_store
+from fetalmlops.datasets.readers import DatasetError, DatasetFormat
+from fetalmlops.trainer import catalog, local
+from fetalmlops.trainer.backbones import Strategy
+from fetalmlops.trainer.job import (
+    Platform,
+    Request,
+    download,
+    fit_and_package,
+    run_on_platform,
+)
+from fetalmlops.trainer.settings import TrainerSettings
+from fetalmlops.trainer.snapshots import Entry, Filters, Manifest, SplitSpec, snapshot
+from fetalmlops.trainer.training import TrainConfig
+
+PHANTOM_PROFILES = ("highend-a", "highend-b", "portable")
+
+snapshots = typer.Typer(no_args_is_help=True, help="Dataset snapshots of the catalog.")
+
+
+@snapshots.command("create")
+def create_snapshot(
+    name: Annotated[str, typer.Option(help="What the snapshot is for.")] = "planes",
+    cohort: Annotated[list[str] | None, typer.Option(help="Keep only these cohorts.")] = None,
+    device: Annotated[list[str] | None, typer.Option(help="Keep only these devices.")] = None,
+    folds: Annotated[int, typer.Option(help="k-fold instead of train/val/test (0: off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the patient-level split.")] = 0,
+) -> None:
+    """Freeze the labelled catalog into a patient-level split in fetal-datasets."""
+    settings = Settings(service_name="trainer")
+    spec = SplitSpec(method="kfold", folds=folds, seed=seed) if folds else SplitSpec(seed=seed)
+    filters = Filters(cohorts=tuple(cohort or ()), devices=tuple(device or ()))
+    manifest = catalog.take_snapshot(
+        create_engine_for(settings.database_url),
+        open_store(settings),
+        settings,
+        name,
+        filters,
+        spec,
+    )
+    typer.echo(f"{manifest.id}  {json.dumps(manifest.counts())}")
+
+
+def train_command(
+    snapshot_id: Annotated[
+        str | None, typer.Option("--snapshot", help="Train on this snapshot of the catalog.")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Train on a dataset on disk instead (needs --out).")
+    ] = None,
+    format: Annotated[DatasetFormat | None, typer.Option(help="Its format (detected).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the version here (KServe layout).")
+    ] = None,
+    backbone: Annotated[str, typer.Option(help="tiny, resnet18, efficientnet_b0, …")] = "tiny",
+    strategy: Annotated[Strategy, typer.Option(help="Fine-tune all or probe a frozen encoder.")] = (
+        Strategy.FINE_TUNE
+    ),
+    weights: Annotated[
+        str | None, typer.Option(help="Pretrained encoder: a local file or s3://bucket/key.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
+    input_size: Annotated[int | None, typer.Option(help="Default: the backbone's.")] = None,
+    patience: Annotated[int, typer.Option(min=1)] = 5,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading processes.")] = 0,
+    cohort: Annotated[
+        list[str] | None, typer.Option(help="A fresh snapshot keeps only these cohorts.")
+    ] = None,
+    ood_cohort: Annotated[
+        list[str] | None, typer.Option(help="Held out and scored as out-of-domain.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+) -> None:
+    """Train, evaluate, package; on the platform also register, gate and announce."""
+    own = TrainerSettings()
+    if dataset is not None and out is None:
+        raise typer.BadParameter("--dataset needs --out DIR", param_hint="--out")
+    if dataset is not None and snapshot_id is not None:
+        raise typer.BadParameter("give --snapshot or --dataset, not both")
+    settings = Settings(service_name="trainer")
+    store = None if dataset is not None else open_store(settings)
+    config = TrainConfig(
+        backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, input_size=input_size, patience=patience, seed=seed,
+        num_workers=workers, weights=fetch_weights(weights, store, own.workdir),
+    )  # fmt: skip
+    held_out = tuple(ood_cohort or ())
+    try:
+        if dataset is not None:
+            entries = local.dataset_entries(dataset, format)
+            manifest = local_snapshot(dataset.name, entries, held_out, seed)
+            request = make_request(own, config, entries, held_out)
+            workdir = own.workdir / "local" / manifest.id
+            packaged = fit_and_package(manifest, local.file_loader, request, 1, workdir, progress)
+            assert out is not None
+            shutil.copytree(packaged.directory, out, dirs_exist_ok=True)
+            typer.echo(f"{out}: {headline(packaged.metrics)}")
+            return
+        assert store is not None
+        engine = create_engine_for(settings.database_url)
+        entries = catalog.labelled_entries(engine, settings)
+        if snapshot_id:
+            manifest = catalog.load_snapshot(store, settings, snapshot_id)
+        else:
+            filters = Filters(cohorts=tuple(cohort or ()), exclude_cohorts=held_out)
+            manifest = catalog.take_snapshot(
+                engine, store, settings, "planes", filters, SplitSpec(seed=seed)
+            )
+        request = make_request(own, config, entries, held_out)
+        platform = Platform(settings, store, open_bus(settings), engine)
+        version, decision = run_on_platform(
+            platform, manifest, catalog.store_loader(store), request, own.workdir, progress
+        )
+        typer.echo(
+            f"{version.model_name} v{version.version} {version.stage}: {decision.summary()}; "
+            f"{version.storage_uri}; {headline(version.metrics)}"
+        )
+        if out is not None:
+            download(platform, version.model_name, version.version, out)
+    except (DatasetError, ValueError, LookupError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def local_snapshot(
+    name: str, entries: list[Entry], held_out: tuple[str, ...], seed: int
+) -> Manifest:
+    """The dataset's own split when every image has train, val (and test) ones, else a
+    patient-level hold-out (FETAL_PLANES_DB names only train and test: no validation set)."""
+    filters = Filters(exclude_cohorts=held_out)
+    kept = [e for e in entries if filters.admits(e)]
+    given = {e.given_split for e in kept}
+    if kept and all(e.given_split for e in kept) and given >= {"train", "val"}:
+        return snapshot(name, kept, filters, SplitSpec(method="given", seed=seed))
+    return snapshot(name, kept, filters, SplitSpec(seed=seed))
+
+
+def make_request(
+    own: TrainerSettings, config: TrainConfig, entries: list[Entry], held_out: tuple[str, ...]
+) -> Request:
+    cohorts = {e.cohort for e in entries}
+    return Request(
+        model_name=own.model_name,
+        config=config,
+        gate=own.gate(),
+        country_iso_code=own.country_iso_code,
+        out_of_domain={c: [e for e in entries if e.cohort == c] for c in held_out},
+        synthetic=bool(cohorts) and cohorts <= set(PHANTOM_PROFILES),
+    )
+
+
+def fetch_weights(uri: str | None, store: ObjectStore | None, workdir: Path) -> Path | None:
+    """A local path as it is; an `s3://bucket/key` copied into the work directory once."""
+    if uri is None:
+        return None
+    if not uri.startswith("s3://"):
+        return Path(uri)
+    if store is None:
+        raise typer.BadParameter(
+            "s3:// weights need the platform's object store", param_hint="--weights"
+        )
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    target = workdir / "weights" / bucket / key
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(store.get(bucket, key))
+    return target
+
+
+def headline(metrics: dict[str, object]) -> str:
+    shown = ("val_macro_f1", "test_macro_f1", "val_ece")
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in shown if isinstance(metrics.get(k), float))

@@ -1,0 +1,402 @@
+"""One training run, start to finish: snapshot → trained, evaluated, packaged model version.
+
+`fit_and_package` is the run itself and touches only the local disk: it trains (under the
+carbon meter), calibrates, evaluates in and out of domain, measures efficiency, and writes the
+version in KServe's layout with everything a reviewer needs beside it:
+
+    <dir>/model-store/<model>.mar        TorchScript + handler + preprocessing (+ parameters)
+    <dir>/config/config.properties       KServe's TorchServe runtime configuration
+    <dir>/model-card.md                  what it is for, how good, where it fails, its carbon
+    <dir>/confusion_matrix.png, reliability.png
+    <dir>/metrics.json, drift_reference.json
+
+`run_on_platform` wraps it for the cluster: the run is named by its snapshot, model and
+configuration, so a restarted Job finds the version it registered instead of training again;
+the directory goes to `fetal-models/<model>/v<N>/`, the version to the registry, and the
+events out — `fetal.models.trained`, then, if the gate lets it, `fetal.models.promoted`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+from sqlalchemy import Engine
+from torch import nn
+
+from fetalmlops.common.bus import Bus, publish_event
+from fetalmlops.common.db import ModelVersion, session_scope
+from fetalmlops.common.db.columns import utcnow
+from fetalmlops.common.settings import Settings
+from fetalmlops.common.store import ObjectStore
+from fetalmlops.trainer import carbon, catalog, reference, registry
+from fetalmlops.trainer.backbones import backbone
+from fetalmlops.trainer.card import CardFacts, model_card
+from fetalmlops.trainer.efficiency import measure
+from fetalmlops.trainer.evaluation import (
+    Evaluation,
+    confusion_matrix_png,
+    evaluate,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_diagram_png,
+    softmax,
+)
+from fetalmlops.trainer.packaging import build_mar, export_torchscript
+from fetalmlops.trainer.preprocessing import square_greyscale
+from fetalmlops.trainer.snapshots import CLASSES, Entry, Manifest, Split
+from fetalmlops.trainer.training import TrainConfig, TrainResult, predict_logits, train
+from fetalmlops.v1 import models_pb2
+
+log = logging.getLogger(__name__)
+Loader = Callable[[Entry], Callable[[], bytes]]
+STATISTICS_SIZE = 64  # side of the thumbnails image statistics are computed on
+
+
+@dataclass(frozen=True)
+class Request:
+    model_name: str
+    config: TrainConfig
+    gate: registry.Gate = field(default_factory=registry.Gate)
+    country_iso_code: str = "FRA"
+    # Named cohorts or devices the model never trained on, scored separately.
+    out_of_domain: Mapping[str, Sequence[Entry]] = field(default_factory=dict)
+    synthetic: bool = False  # trained on the phantom: the card says so
+
+
+@dataclass(frozen=True)
+class Packaged:
+    directory: Path
+    metrics: dict[str, Any]
+    drift_reference: dict[str, Any]
+    footprint: carbon.Footprint
+
+
+class Calibrated(nn.Module):
+    """The served model: logits divided by the temperature fitted on validation, so the
+    handler's softmax gives calibrated probabilities (Guo et al. 2017)."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    temperature: torch.Tensor
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.model(images)
+        return logits / self.temperature
+
+
+def training_run(model_name: str, snapshot_id: str, config: TrainConfig) -> str:
+    """The run's name: same model, snapshot and configuration → same run."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("num_workers", "device")}
+    identity = json.dumps([model_name, snapshot_id, settings], sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def fit_and_package(
+    manifest: Manifest,
+    load: Loader,
+    request: Request,
+    version: int,
+    workdir: Path,
+    progress: bool = True,
+) -> Packaged:
+    config, classes = request.config, list(CLASSES)
+    train_set, val_set = manifest.split(Split.TRAIN), manifest.split(Split.VAL)
+    if not train_set or not val_set:
+        raise ValueError(f"snapshot {manifest.id} needs train and val images: {manifest.counts()}")
+    with carbon.tracked(request.country_iso_code) as meter:
+        result = train(
+            config, items(train_set, load), items(val_set, load), classes,
+            workdir / "checkpoints", progress,
+        )  # fmt: skip
+    footprint = meter.footprint
+    assert footprint is not None
+    temperature = fit_temperature(result.val_logits, result.val_labels)
+    scored = Scoring(result, config, load, temperature)
+    validation = evaluate(result.val_labels, softmax(result.val_logits, temperature), classes)
+    test_set = manifest.split(Split.TEST)
+    test = scored.evaluation(test_set)
+    out_of_domain: dict[str, Evaluation] = {}
+    for name, entries in request.out_of_domain.items():
+        evaluation = scored.evaluation(entries)
+        if evaluation is not None:
+            out_of_domain[name] = evaluation
+    prep = config.preprocessing()
+    efficiency = measure(result.model, (prep.channels, prep.size, prep.size))
+    val_ece_raw = expected_calibration_error(softmax(result.val_logits), result.val_labels)
+    test_ece_raw = scored.uncalibrated_ece(test_set) if test_set else None
+    metrics = summary(result, validation, test, out_of_domain, temperature) | {
+        "efficiency": efficiency.to_dict(),
+        "uncalibrated_val_ece": val_ece_raw,
+    }
+    drift = scored.drift_reference(val_set)
+
+    directory = workdir / "model"
+    torchscript = export_torchscript(
+        Calibrated(result.model, temperature),
+        torch.zeros(2, prep.channels, prep.size, prep.size),
+        workdir / "model.pt",
+    )
+    build_mar(request.model_name, version, torchscript, prep, classes, directory)
+    card = CardFacts(
+        model_name=request.model_name,
+        version=version,
+        backbone=config.backbone,
+        strategy=config.strategy,
+        snapshot_id=manifest.id,
+        snapshot_counts=manifest.counts(),
+        classes=classes,
+        train_config=config.to_dict(),
+        validation=validation,
+        validation_ece_uncalibrated=val_ece_raw,
+        test=test,
+        test_ece_uncalibrated=test_ece_raw,
+        temperature=temperature,
+        efficiency=efficiency,
+        footprint=footprint,
+        created_at=utcnow(),
+        out_of_domain=out_of_domain,
+        cohorts=sorted({e.cohort or e.device for e in manifest.entries} - {""}),
+        synthetic=request.synthetic,
+    )
+    (directory / "model-card.md").write_text(model_card(card))
+    (directory / "confusion_matrix.png").write_bytes(
+        confusion_matrix_png(test or validation, f"{request.model_name} v{version}")
+    )
+    (directory / "reliability.png").write_bytes(
+        reliability_diagram_png(
+            softmax(result.val_logits, temperature), result.val_labels, "validation, calibrated"
+        )
+    )
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (directory / "drift_reference.json").write_text(json.dumps(drift, sort_keys=True))
+    return Packaged(directory, metrics, drift, footprint)
+
+
+def items(entries: Sequence[Entry], load: Loader) -> list[tuple[Callable[[], bytes], int]]:
+    return [(load(e), CLASSES.index(e.plane)) for e in entries]
+
+
+@dataclass
+class Scoring:
+    """The trained model applied to further entries: test, out-of-domain, drift reference."""
+
+    result: TrainResult
+    config: TrainConfig
+    load: Loader
+    temperature: float
+
+    def logits(self, entries: Sequence[Entry]) -> NDArray[np.float32]:
+        return predict_logits(
+            self.result.model, items(entries, self.load), self.config.preprocessing(),
+            self.config.batch_size, "cpu",
+        )  # fmt: skip
+
+    def probabilities(self, entries: Sequence[Entry]) -> NDArray[np.float64]:
+        return softmax(self.logits(entries), self.temperature)
+
+    def uncalibrated_ece(self, entries: Sequence[Entry]) -> float:
+        truth = [CLASSES.index(e.plane) for e in entries]
+        return expected_calibration_error(softmax(self.logits(entries)), truth)
+
+    def evaluation(self, entries: Sequence[Entry]) -> Evaluation | None:
+        if not entries:
+            return None
+        truth = [CLASSES.index(e.plane) for e in entries]
+        return evaluate(truth, self.probabilities(entries), list(CLASSES))
+
+    def drift_reference(self, entries: Sequence[Entry]) -> dict[str, Any]:
+        prep = self.config.preprocessing()
+        pixels = np.stack([thumbnail(self.load(e)()) for e in entries])
+        tensors = [
+            torch.stack([tensor for tensor, _ in batch])
+            for batch in _batches(entries, self.load, prep, self.config.batch_size)
+        ]
+        head = backbone(self.config.backbone).head
+        drift = reference.drift_reference(
+            self.probabilities(entries),
+            np.array([CLASSES.index(e.plane) for e in entries]),
+            pixels,
+            reference.embeddings(self.result.model, head, tensors),
+            list(CLASSES),
+        )
+        document: dict[str, Any] = drift.to_dict()
+        return document
+
+
+def _batches(
+    entries: Sequence[Entry], load: Loader, prep: Any, size: int
+) -> list[list[tuple[torch.Tensor, int]]]:
+    from fetalmlops.trainer.data import LabelledImages
+
+    images = LabelledImages(items(entries, load), prep)
+    rows = [images[i] for i in range(len(images))]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def thumbnail(data: bytes) -> NDArray[np.uint8]:
+    with Image.open(io.BytesIO(data)) as picture:
+        return np.asarray(square_greyscale(picture, STATISTICS_SIZE))
+
+
+def summary(
+    result: TrainResult,
+    validation: Evaluation,
+    test: Evaluation | None,
+    out_of_domain: Mapping[str, Evaluation],
+    temperature: float,
+) -> dict[str, Any]:
+    """The metrics a version is registered with and judged by (JSON)."""
+    metrics: dict[str, Any] = {
+        "val_macro_f1": validation.macro_f1,
+        "val_balanced_accuracy": validation.balanced_accuracy,
+        "val_accuracy": validation.accuracy,
+        "val_ece": validation.ece,
+        "val_per_class_recall": {c: m.recall for c, m in validation.per_class.items()},
+        "temperature": temperature,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_images_per_second": result.train_images_per_second,
+        "validation": validation.to_dict(),
+    }
+    if test is not None:
+        metrics |= {
+            "test_macro_f1": test.macro_f1,
+            "test_balanced_accuracy": test.balanced_accuracy,
+            "test_ece": test.ece,
+            "test": test.to_dict(),
+        }
+    for name, evaluation in out_of_domain.items():
+        metrics[f"ood_{name}_macro_f1"] = evaluation.macro_f1
+        metrics.setdefault("out_of_domain", {})[name] = evaluation.to_dict()
+    return metrics
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    store: ObjectStore
+    bus: Bus
+    engine: Engine
+
+    def storage_uri(self, model_name: str, version: int) -> str:
+        return f"s3://{self.settings.buckets.models}/{model_name}/v{version}/"
+
+
+def run_on_platform(
+    platform: Platform,
+    manifest: Manifest,
+    load: Loader,
+    request: Request,
+    workdir: Path,
+    progress: bool = True,
+) -> tuple[ModelVersion, registry.Decision]:
+    """Train (unless this run registered its version already), upload, register, gate."""
+    catalog.freeze(platform.engine, platform.store, platform.settings, manifest)
+    run = training_run(request.model_name, manifest.id, request.config)
+    with session_scope(platform.engine) as session:
+        done = registry.by_training_run(session, run)
+        number = done.version if done else registry.next_version(session, request.model_name)
+    if done is None:
+        packaged = fit_and_package(manifest, load, request, number, workdir / run, progress)
+        upload(platform, packaged.directory, request.model_name, number)
+        with session_scope(platform.engine) as session:
+            registry.register(
+                session,
+                ModelVersion(
+                    model_name=request.model_name,
+                    version=number,
+                    backbone=request.config.backbone,
+                    metrics=packaged.metrics,
+                    storage_uri=platform.storage_uri(request.model_name, number),
+                    artifact_uri=platform.storage_uri(request.model_name, number)
+                    + f"model-store/{request.model_name}.mar",
+                    energy_kwh=packaged.footprint.energy_kwh,
+                    emissions_kg_co2e=packaged.footprint.emissions_kg_co2e,
+                    drift_reference=packaged.drift_reference,
+                    snapshot_id=manifest.id,
+                    training_run=run,
+                ),
+            )
+    with session_scope(platform.engine) as session:
+        version = registry.by_training_run(session, run)
+        assert version is not None
+        announce_trained(platform, version)
+        decision, archived = registry.promote_if_better(session, version, request.gate)
+    if decision.promote:
+        announce_promoted(platform, version, archived.version if archived else 0, decision)
+    log.info(
+        "model version registered",
+        extra={"model": version.model_name, "version": version.version, "stage": version.stage},
+    )
+    return version, decision
+
+
+def upload(platform: Platform, directory: Path, model_name: str, version: int) -> None:
+    bucket, prefix = platform.settings.buckets.models, f"{model_name}/v{version}/"
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        key = prefix + path.relative_to(directory).as_posix()
+        with path.open("rb") as stream:
+            platform.store.put(
+                bucket, key, stream, length=path.stat().st_size, content_type=_content_type(path)
+            )
+
+
+def download(platform: Platform, model_name: str, version: int, directory: Path) -> None:
+    """A registered version's files from `fetal-models` into a local directory."""
+    bucket, prefix = platform.settings.buckets.models, f"{model_name}/v{version}/"
+    for info in platform.store.list(bucket, prefix):
+        target = directory / info.key.removeprefix(prefix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(platform.store.get(bucket, info.key))
+
+
+def _content_type(path: Path) -> str:
+    return {
+        ".md": "text/markdown",
+        ".png": "image/png",
+        ".json": "application/json",
+        ".properties": "text/plain",
+    }.get(path.suffix, "application/octet-stream")
+
+
+def announce_trained(platform: Platform, version: ModelVersion) -> None:
+    metrics = {k: float(v) for k, v in version.metrics.items() if isinstance(v, int | float)}
+    event = models_pb2.ModelTrained(
+        model_name=version.model_name,
+        version=version.version,
+        storage_uri=version.storage_uri,
+        snapshot_id=version.snapshot_id or "",
+        metrics=metrics,
+        energy_kwh=version.energy_kwh or 0.0,
+        emissions_kg_co2e=version.emissions_kg_co2e or 0.0,
+    )
+    topic = platform.settings.topics.models_trained
+    publish_event(platform.bus, topic, version.model_name, event, "trainer")
+
+
+def announce_promoted(
+    platform: Platform, version: ModelVersion, previous: int, decision: registry.Decision
+) -> None:
+    event = models_pb2.ModelPromoted(
+        model_name=version.model_name,
+        version=version.version,
+        storage_uri=version.storage_uri,
+        previous_version=previous,
+        reason=decision.summary(),
+    )
+    topic = platform.settings.topics.models_promoted
+    publish_event(platform.bus, topic, version.model_name, event, "trainer")

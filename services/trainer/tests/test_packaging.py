@@ -1,0 +1,315 @@
+"""A model version as KServe's TorchServe runtime and our inference service receive it.
+
+No TorchServe process here (tests/integration/test_torchserve_mar.py runs one): the archive's
+contents, its config.properties, and the handler *unpacked from the archive* run in-process
+against the eager model.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from fetalmlops.common.planes import Plane
+from fetalmlops.datasets.phantom.dataset import draw, plan
+from fetalmlops.trainer.handler import image_bytes
+from fetalmlops.trainer.packaging import (
+    ExportMismatch,
+    ModelLayout,
+    WorkerSettings,
+    build_mar,
+    export_torchscript,
+    read_mar,
+)
+from fetalmlops.trainer.preprocessing import Preprocessing, decode
+
+CLASSES = [plane.value for plane in Plane]
+PREP = Preprocessing(size=64)
+NAME, VERSION = "fetal_planes", 3
+
+
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(CLASSES)),
+    ).eval()  # fmt: skip
+
+
+def phantom_pngs(count: int) -> list[bytes]:
+    pngs = []
+    for spec in plan(2, seed=5)[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(draw(spec, 5, difficulty=0.5, banner=False).pixels).save(buffer, "PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+@dataclass
+class Version:
+    model: nn.Module
+    layout: ModelLayout
+    files: dict[str, bytes]
+
+
+@pytest.fixture(scope="module")
+def version(tmp_path_factory: pytest.TempPathFactory) -> Version:
+    root = tmp_path_factory.mktemp("version")
+    model = tiny_cnn()
+    torchscript = export_torchscript(model, torch.randn(1, 3, 64, 64), root / "model_ts.pt")
+    layout = build_mar(
+        NAME, VERSION, torchscript, PREP, CLASSES, root / "store", {"model_card.json": b"{}"}
+    )
+    return Version(model, layout, read_mar(layout.mar))
+
+
+@dataclass
+class FakeContext:
+    """The part of ts.context.Context the handler touches."""
+
+    system_properties: dict[str, Any]
+    request_ids: dict[int, str] = field(default_factory=dict)
+    statuses: dict[int, tuple[int, str]] = field(default_factory=dict)
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.statuses[idx] = (code, phrase)
+
+
+@pytest.fixture
+def packaged_handler(version: Version, tmp_path: Path) -> Iterator[tuple[ModuleType, Path]]:
+    """handler.py from the unpacked archive, importing the archive's preprocessing.py."""
+    model_dir = tmp_path / "unpacked"
+    with zipfile.ZipFile(version.layout.mar) as archive:
+        archive.extractall(model_dir)
+    sys.path.insert(0, str(model_dir))
+    try:
+        spec = importlib.util.spec_from_file_location("handler", model_dir / "handler.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert Path(sys.modules["preprocessing"].__file__ or "").parent == model_dir
+        yield module, model_dir
+    finally:
+        sys.path.remove(str(model_dir))
+        sys.modules.pop("preprocessing", None)
+
+
+def eager_probabilities(model: nn.Module, png: bytes) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(decode(png, PREP).unsqueeze(0)), 1)[0].numpy()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_export_reproduces_the_eager_model_and_leaves_it_untouched(tmp_path: Path) -> None:
+    model = tiny_cnn().train()
+    path = export_torchscript(model, torch.randn(2, 3, 64, 64), tmp_path / "m.pt")
+    assert model.training, "the caller's model keeps its mode"
+    exported = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model.eval()(x), atol=1e-5, rtol=1e-4)
+
+
+class BatchOfOneOnly(nn.Module):
+    """Python control flow on the batch size: tracing bakes in the example's branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, len(CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 if x.shape[0] == 1 else 2.0
+        logits: torch.Tensor = self.linear(x.mean((2, 3))) * scale
+        return logits
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_export_refuses_a_trace_that_does_not_reproduce_the_model(tmp_path: Path) -> None:
+    with pytest.raises(ExportMismatch, match="batch of 2"):
+        export_torchscript(BatchOfOneOnly(), torch.randn(1, 3, 8, 8), tmp_path / "m.pt")
+
+
+def test_archive_holds_model_code_preprocessing_classes_and_manifest(version: Version) -> None:
+    files = version.files
+    assert set(files) == {
+        "model.pt", "handler.py", "preprocessing.py", "preprocessing.json",
+        "index_to_name.json", "model_card.json", "MAR-INF/MANIFEST.json",
+    }  # fmt: skip
+    manifest = json.loads(files["MAR-INF/MANIFEST.json"])
+    assert manifest["model"] == {
+        "modelName": NAME,
+        "serializedFile": "model.pt",
+        "handler": "handler.py",
+        "modelVersion": str(VERSION),
+    }
+    assert Preprocessing.from_json(files["preprocessing.json"].decode()) == PREP
+    assert json.loads(files["index_to_name.json"]) == {str(i): c for i, c in enumerate(CLASSES)}
+    source = Path(__file__).parents[1] / "src/fetalmlops/trainer"
+    assert files["handler.py"] == (source / "handler.py").read_bytes()
+    assert files["preprocessing.py"] == (source / "preprocessing.py").read_bytes()
+    assert version.layout.mar == version.layout.root / "model-store" / f"{NAME}.mar"
+
+
+def test_config_properties_serve_the_archive_from_kserves_mount(version: Version) -> None:
+    # Parsed the way pytorch/serve's kserve_wrapper/__main__.py reads it.
+    lines = version.layout.config_properties.read_text().splitlines()
+    assert version.layout.config_properties == version.layout.root / "config/config.properties"
+    properties = dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+    assert properties["model_store"] == "/mnt/models/model-store"
+    assert properties["enable_envvars_config"] == "true"
+    assert properties["install_py_dep_per_model"] == "true"
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert properties[key].startswith("http://0.0.0.0:")
+    snapshot = json.loads(properties["model_snapshot"])
+    assert snapshot["modelCount"] == 1
+    workers = WorkerSettings()
+    assert snapshot["models"] == {
+        NAME: {
+            str(VERSION): {
+                "defaultVersion": True,
+                "marName": f"{NAME}.mar",
+                "minWorkers": workers.min_workers,
+                "maxWorkers": workers.max_workers,
+                "batchSize": 1,
+                "maxBatchDelay": workers.max_batch_delay_ms,
+                "responseTimeout": workers.response_timeout_s,
+            }
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "version_number", "classes", "extra"),
+    [
+        ("fetal planes", 1, CLASSES, {}),
+        (NAME, 0, CLASSES, {}),
+        (NAME, 1, ["a", "a"], {}),
+        (NAME, 1, CLASSES, {"handler.py": b""}),
+        (NAME, 1, CLASSES, {"../escape.txt": b""}),
+    ],
+)
+def test_build_mar_rejects_what_torchserve_could_not_serve(
+    name: str,
+    version_number: int,
+    classes: list[str],
+    extra: dict[str, bytes],
+    version: Version,
+    tmp_path: Path,
+) -> None:
+    torchscript = tmp_path / "model.pt"
+    torchscript.write_bytes(version.files["model.pt"])
+    with pytest.raises(ValueError):
+        build_mar(name, version_number, torchscript, PREP, classes, tmp_path / "out", extra)
+    assert not (tmp_path / "out").exists(), "nothing written for a rejected version"
+
+
+def test_packaged_handler_answers_like_the_eager_model(
+    version: Version, packaged_handler: tuple[ModuleType, Path]
+) -> None:
+    handler, model_dir = packaged_handler
+    pngs = phantom_pngs(3)
+    context = FakeContext({"model_dir": str(model_dir), "gpu_id": None})
+    assert handler.handle(None, context) is None  # TorchServe's load call
+
+    batch = [
+        {"body": pngs[0]},
+        {"body": bytearray(pngs[1])},
+        {"body": base64.b64encode(pngs[2]).decode()},
+    ]
+    context.request_ids = {i: f"r{i}" for i in range(len(batch))}
+    answers = handler.handle(batch, context)
+
+    assert context.statuses == {}
+    for png, answer in zip(pngs, answers, strict=True):
+        expected = eager_probabilities(version.model, png)
+        assert list(answer["probabilities"]) == CLASSES
+        np.testing.assert_allclose(list(answer["probabilities"].values()), expected, atol=1e-5)
+        assert answer["label"] == CLASSES[int(expected.argmax())]
+
+
+def test_a_corrupt_body_fails_only_its_own_request(
+    version: Version, packaged_handler: tuple[ModuleType, Path]
+) -> None:
+    handler, model_dir = packaged_handler
+    png = phantom_pngs(1)[0]
+    context = FakeContext({"model_dir": str(model_dir), "gpu_id": None})
+    batch = [{"body": png}, {"body": png[: len(png) // 3]}, {"body": b"garbage"}, {"body": png}]
+    context.request_ids = {i: f"r{i}" for i in range(len(batch))}
+
+    answers = handler.handle(batch, context)
+
+    assert "not a PNG or JPEG image" in answers[1]["error"]
+    assert "not base64" in answers[2]["error"]
+    assert context.statuses == {1: (400, "Bad Request"), 2: (400, "Bad Request")}
+    expected = eager_probabilities(version.model, png)
+    for answer in (answers[0], answers[3]):
+        np.testing.assert_allclose(list(answer["probabilities"].values()), expected, atol=1e-5)
+
+
+def test_instances_of_one_enveloped_request_keep_errors_in_the_body(
+    packaged_handler: tuple[ModuleType, Path],
+) -> None:
+    handler, model_dir = packaged_handler
+    png = phantom_pngs(1)[0]
+    # TorchServe's kserve envelope hands over the instances of a single request.
+    context = FakeContext({"model_dir": str(model_dir), "gpu_id": None}, request_ids={0: "r0"})
+    answers = handler.handle([{"b64": base64.b64encode(png).decode()}, {"b64": "AAAA"}], context)
+    assert answers[0]["label"] in CLASSES
+    assert "error" in answers[1]
+    assert context.statuses == {}
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        PNG_SIGNATURE,
+        bytearray(PNG_SIGNATURE),
+        base64.b64encode(PNG_SIGNATURE),  # text/plain sent as octet-stream
+        base64.b64encode(PNG_SIGNATURE).decode(),  # text/plain
+        {"body": PNG_SIGNATURE},  # raw POST /predictions
+        {"data": PNG_SIGNATURE},  # multipart field "data"
+        {"b64": base64.b64encode(PNG_SIGNATURE).decode()},  # KServe v1 instance
+        {"name": "scan", "shape": [1], "datatype": "BYTES",  # KServe v2 input, data[0] kept
+         "data": base64.b64encode(PNG_SIGNATURE).decode()},
+        {"body": {"b64": base64.b64encode(PNG_SIGNATURE).decode()}},  # JSON POST /predictions
+        json.dumps({"data": base64.b64encode(PNG_SIGNATURE).decode()}).encode(),
+    ],
+)  # fmt: skip
+def test_image_bytes_unwraps_every_shape_torchserve_hands_over(wrapped: object) -> None:
+    assert image_bytes(wrapped) == PNG_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "empty"),
+        ("not base64!", "not base64"),
+        ({"instances": [{"b64": "AAAA"}]}, "TS_SERVICE_ENVELOPE=kserve"),
+        ({"inputs": [{"data": ["AAAA"]}]}, "TS_SERVICE_ENVELOPE=kservev2"),
+        ({"picture": "AAAA"}, "no image under"),
+        (42, "holds no image"),
+    ],
+)
+def test_image_bytes_says_what_it_found_instead_of_an_image(body: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        image_bytes({"body": body})

@@ -1,0 +1,300 @@
+"""From phantom studies to a promoted, servable model, on the real stack.
+
+Phantom DICOM studies are imported through ingest (`fetalmlops dataset import`: upload, label,
+cohort, patient), anonymised and catalogued by the anonymizer process; `fetalmlops train` (the
+Kubernetes Job's entry point) snapshots the catalog, trains a small model, and leaves the
+version in MinIO in the KServe layout, in the registry, promoted, announced on Kafka. The
+trainer service then trains the same snapshot again from a `fetal.training.requested` event:
+same seed and snapshot, same metrics. Finally a real TorchServe serves the `.mar` from MinIO
+and answers as the archive's own TorchScript does in process.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import torch
+from kafka import KafkaConsumer, TopicPartition
+
+from fetalmlops.anonymizer.pseudonyms import opaque
+from fetalmlops.common.bus import KafkaBus, publish_event
+from fetalmlops.common.db import (
+    DatasetSnapshot,
+    Image,
+    Label,
+    ModelStage,
+    ModelVersion,
+    create_engine_for,
+    session_scope,
+)
+from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.store import MinioStore
+from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+from fetalmlops.stack.torchserve import running_torchserve
+from fetalmlops.trainer.handler import PlaneClassifier
+from fetalmlops.v1 import models_pb2, training_pb2
+
+from .ingest_service import IMPORTER_TOKEN, RunningIngest, running_ingest
+from .processes import ServiceProcess, settings_env, wait_for
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
+SECRET = "training-e2e-secret"
+FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
+# Small and quick on two cores; the gate's floors are the unit tests' business.
+TRAINING = {"backbone": "tiny", "epochs": "15", "patience": "15", "input_size": "64", "seed": "0"}
+
+
+@dataclass
+class Run:
+    tag: str
+    settings: Settings  # the owner's view of the stack, with this run's topics
+    trainer_env: dict[str, str]
+    trainer: ServiceProcess
+    images: set[str]  # image ids of the imported studies
+    work: Path
+
+    @property
+    def model(self) -> str:
+        return f"planes-{self.tag}"
+
+    def cohort(self, profile: str) -> str:
+        return f"{profile}-{self.tag}"
+
+    def store(self) -> MinioStore:
+        s = self.settings
+        secret = s.minio_secret_key.get_secret_value()
+        return MinioStore(s.minio_endpoint, s.minio_access_key, secret)
+
+    def version(self, model: str) -> ModelVersion | None:
+        engine = create_engine_for(self.settings.database_url)
+        try:
+            with session_scope(engine) as session:
+                return session.scalars(
+                    sa.select(ModelVersion).where(ModelVersion.model_name == model)
+                ).one_or_none()
+        finally:
+            engine.dispose()
+
+
+def phantom(out: Path, tag: str) -> Path:
+    """Phantom studies whose cohorts name this run, so the catalog's older images stay out."""
+    seed = random.randrange(10**6)
+    generate(out, plan(48, seed=seed), seed=seed, fmt=OutputFormat.DICOM)
+    labels = out / "labels.csv"
+    rows = list(csv.DictReader(labels.open()))
+    for row in rows:
+        row["cohort"] = f"{row['cohort']}-{tag}"
+    with labels.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(
+    stack_settings: Callable[[str | None], Settings], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
+    work = tmp_path_factory.mktemp("training")
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(**{k: f"test.{tag}.{v}" for k, v in Topics().model_dump().items()})
+    bus = KafkaBus(stack_settings(None).kafka_bootstrap_servers)
+    bus.ensure_topics(list(topics.model_dump().values()), 3)
+    bus.close()
+    dataset = phantom(work / "phantom", tag)
+    studies = sorted((dataset / "dicom").glob("*.dcm"))
+    images = {
+        opaque(SECRET.encode(), "img", hashlib.sha256(p.read_bytes()).hexdigest()) for p in studies
+    }
+
+    update = {"topics": topics}
+    anonymizer_env = {
+        **settings_env(stack_settings("anonymizer").model_copy(update=update)),
+        "FETALMLOPS_ANONYMIZER_SECRET": SECRET,
+    }
+    trainer_env = {
+        **settings_env(stack_settings("trainer").model_copy(update=update)),
+        "FETALMLOPS_TRAINER_WORKDIR": str(work / "trainer"),
+        "FETALMLOPS_TRAINER_MIN_MACRO_F1": "0.3",
+        "FETALMLOPS_TRAINER_MIN_CLASS_RECALL": "0.0",
+        "FETALMLOPS_KAFKA_MAX_POLL_INTERVAL_MS": "1800000",
+    }
+    anonymizer = ServiceProcess("anonymizer", anonymizer_env, work / "anonymizer.log")
+    trainer = ServiceProcess("trainer", trainer_env, work / "trainer.log")
+    ingest_settings = stack_settings("ingest").model_copy(update=update)
+    with running_ingest(stack_settings(None), ingest_settings, work / "ingest.log") as ingest:
+        anonymizer.start()
+        trainer.start()
+        try:
+            owner = stack_settings(None).model_copy(update=update)
+            run = Run(tag, owner, trainer_env, trainer, images, work)
+            load(run, ingest, dataset)
+            yield run
+        finally:
+            trainer.stop()
+            anonymizer.stop()
+
+
+def load(run: Run, ingest: RunningIngest, dataset: Path) -> None:
+    """Import the studies and wait until every one is catalogued with its label."""
+    subprocess.run(
+        [
+            str(FETALMLOPS), "dataset", "import", str(dataset), "--format", "csv",
+            "--url", ingest.url, "--token", IMPORTER_TOKEN,
+            "--journal-dir", str(run.work / "journal"),
+        ],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    engine = create_engine_for(run.settings.database_url)
+
+    def catalogued() -> bool:
+        with session_scope(engine) as session:
+            images = session.scalar(
+                sa.select(sa.func.count()).select_from(Image).where(Image.id.in_(run.images))
+            )
+            labels = session.scalar(
+                sa.select(sa.func.count()).select_from(Label).where(Label.image_id.in_(run.images))
+            )
+        return images == labels == len(run.images)
+
+    wait_for(catalogued, 300, f"{len(run.images)} studies catalogued with their labels")
+    engine.dispose()
+
+
+def events(settings: Settings, topic: str) -> list[bytes]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        found: list[bytes] = []
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            for records in consumer.poll(timeout_ms=500).values():
+                found += [r.value for r in records]
+        return found
+    finally:
+        consumer.close()
+
+
+@pytest.fixture(scope="module")
+def trained(run: Run) -> ModelVersion:
+    """`fetalmlops train`, as the Kubernetes Job runs it, on a fresh snapshot of the catalog."""
+    env = {**run.trainer_env, "FETALMLOPS_TRAINER_MODEL_NAME": run.model}
+    command = [str(FETALMLOPS), "train", "--no-progress", "--out", str(run.work / "out")]
+    command += [f"--{k.replace('_', '-')}={v}" for k, v in TRAINING.items()]
+    command += ["--cohort", run.cohort("highend-a"), "--cohort", run.cohort("highend-b")]
+    command += ["--ood-cohort", run.cohort("portable")]
+    result = subprocess.run(
+        command, env={**run.trainer.env, **env}, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = run.version(run.model)
+    assert version is not None, result.stdout
+    return version
+
+
+def test_the_job_leaves_a_promoted_version_in_the_kserve_layout(
+    run: Run, trained: ModelVersion
+) -> None:
+    store, bucket = run.store(), run.settings.buckets.models
+    keys = {info.key for info in store.list(bucket, f"{run.model}/v1/")}
+    layout = {
+        f"model-store/{run.model}.mar", "config/config.properties", "model-card.md",
+        "metrics.json", "drift_reference.json", "confusion_matrix.png", "reliability.png",
+    }  # fmt: skip
+    assert {f"{run.model}/v1/{name}" for name in layout} <= keys
+    properties = store.get(bucket, f"{run.model}/v1/config/config.properties").decode()
+    assert "model_snapshot" in properties and f"{run.model}.mar" in properties
+
+    assert trained.stage is ModelStage.PRODUCTION and trained.version == 1
+    assert trained.storage_uri == f"s3://{bucket}/{run.model}/v1/"
+    assert trained.energy_kwh and trained.energy_kwh > 0 and trained.emissions_kg_co2e
+    assert trained.drift_reference and trained.drift_reference["classes"]
+    metrics = trained.metrics
+    assert 0 < metrics["val_macro_f1"] <= 1 and "test" in metrics
+    assert f"ood_{run.cohort('portable')}_macro_f1" in metrics, "scored out of domain"
+    card = store.get(bucket, f"{run.model}/v1/model-card.md").decode()
+    assert run.cohort("portable") in card and trained.snapshot_id in card
+
+    engine = create_engine_for(run.settings.database_url)
+    with session_scope(engine) as session:
+        snapshot = session.get(DatasetSnapshot, trained.snapshot_id)
+        assert snapshot is not None and snapshot.manifest_uri.endswith(f"{snapshot.id}.json")
+        cohorts = {c for c in snapshot.filters["cohorts"]}
+        assert cohorts == {run.cohort("highend-a"), run.cohort("highend-b")}
+    engine.dispose()
+    assert (run.work / "out" / "model-store" / f"{run.model}.mar").exists(), "--out copy"
+
+    trained_events = [models_pb2.ModelTrained.FromString(v) for v in
+                      events(run.settings, run.settings.topics.models_trained)]  # fmt: skip
+    promoted = [models_pb2.ModelPromoted.FromString(v) for v in
+                events(run.settings, run.settings.topics.models_promoted)]  # fmt: skip
+    assert [(e.model_name, e.version) for e in trained_events] == [(run.model, 1)]
+    assert [(e.model_name, e.version, e.previous_version) for e in promoted] == [(run.model, 1, 0)]
+    assert promoted[0].storage_uri == trained.storage_uri
+
+
+def test_the_same_snapshot_and_seed_give_the_same_metrics(run: Run, trained: ModelVersion) -> None:
+    repeat = f"{run.model}-again"
+    request = training_pb2.TrainingRequested(
+        request_id=uuid.uuid4().hex,
+        model_name=repeat,
+        snapshot_id=trained.snapshot_id or "",
+        backbone=TRAINING["backbone"],
+        strategy="fine_tune",
+        reason="test",
+        parameters={k: v for k, v in TRAINING.items() if k != "backbone"},
+    )
+    bus = KafkaBus(run.settings.kafka_bootstrap_servers)
+    publish_event(bus, run.settings.topics.training_requested, request.request_id, request, "test")
+    bus.close()
+
+    wait_for(lambda: run.version(repeat) is not None, 600, "the trainer service's version")
+    again = run.version(repeat)
+    assert again is not None and again.snapshot_id == trained.snapshot_id
+    assert again.metrics["validation"] == trained.metrics["validation"]
+    assert again.metrics["test"] == trained.metrics["test"]
+    assert again.metrics["best_epoch"] == trained.metrics["best_epoch"]
+
+
+def test_torchserve_answers_as_the_archive_does_in_process(run: Run, trained: ModelVersion) -> None:
+    store = run.store()
+    mar = run.work / "model-store" / f"{run.model}.mar"
+    mar.parent.mkdir(exist_ok=True)
+    key = f"{run.model}/v1/model-store/{mar.name}"
+    mar.write_bytes(store.get(run.settings.buckets.models, key))
+    unpacked = run.work / "unpacked"
+    zipfile.ZipFile(mar).extractall(unpacked)
+    in_process = PlaneClassifier.load(unpacked, torch.device("cpu"))
+    image_id = sorted(run.images)[0]
+    png = store.get(run.settings.buckets.anonymized, f"canonical/{image_id}.png")
+    (expected,) = in_process.answer([png])
+
+    with running_torchserve(mar.parent, [f"{run.model}={mar.name}"], run.work / "ts") as server:
+        request = urllib.request.Request(
+            f"{server.inference_url}/predictions/{run.model}",
+            data=png,
+            headers={"Content-Type": "image/png"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+
+    assert answer["label"] == expected["label"]
+    served = np.array([answer["probabilities"][c] for c in in_process.classes])
+    local = np.array([expected["probabilities"][c] for c in in_process.classes])
+    assert np.allclose(served, local, atol=1e-5)
