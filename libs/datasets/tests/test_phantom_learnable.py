@@ -21,6 +21,8 @@ from fetalmlops.common.planes import Plane
 from fetalmlops.datasets.phantom.dataset import ImageSpec, draw, plan
 
 SEED, PATIENTS, SIZE, EPOCHS = 3, 120, 96, 45
+# About a minute of training on two idle cores; a busy machine needs more than the default.
+pytestmark = pytest.mark.timeout(900)
 PLANES = list(Plane)
 
 
