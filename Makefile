@@ -56,6 +56,7 @@ bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in
 	$(VENV_BIN)/python benchmarks/bus.py
 	$(VENV_BIN)/python benchmarks/ingest.py
 	$(VENV_BIN)/python benchmarks/anonymizer.py
+	$(VENV_BIN)/python benchmarks/training.py
 
 clean: stack-down ## Remove the virtual environment and tool caches (the stack's cache stays)
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache

@@ -196,7 +196,9 @@ def train(
                 loss = _fit_one_epoch(fit, loader, criterion, use_amp, bar, task)
                 train_seconds = time.perf_counter() - started
 
-                logits = predict_logits(fit.model, val_items, prep, config.batch_size, device)
+                logits = predict_logits(
+                    fit.model, val_items, prep, config.batch_size, device, config.num_workers
+                )
                 score = _macro_f1(val_labels, logits.argmax(1), len(classes))
                 bar.update(task, f1=f"{score:.3f}")
                 if score > state.best_score:
@@ -223,7 +225,9 @@ def train(
 
         model = fit.model
         model.load_state_dict(state.best_state)
-        val_logits = predict_logits(model, val_items, prep, config.batch_size, device)
+        val_logits = predict_logits(
+            model, val_items, prep, config.batch_size, device, config.num_workers
+        )
     model.cpu().eval()
     seconds_per_image = np.mean([1.0 / r["images_per_second"] for r in state.history])
     return TrainResult(
@@ -289,13 +293,16 @@ def predict_logits(
     prep: Preprocessing,
     batch_size: int,
     device: str | torch.device,
+    workers: int = 0,
 ) -> NDArray[np.float32]:
     """Logits (images × classes) of the un-augmented images; moves `model` to `device` and
-    leaves it in eval mode."""
+    leaves it in eval mode. Decoding, not the model, bounds this on a GPU: use the workers."""
     if not items:
         raise ValueError("no images to predict")
     model.to(device).eval()
-    loader = DataLoader(LabelledImages(items, prep), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(
+        LabelledImages(items, prep), batch_size=batch_size, shuffle=False, num_workers=workers
+    )
     with torch.inference_mode():
         batches = [model(images.to(device)).float().cpu() for images, _ in loader]
     return torch.cat(batches).numpy()
