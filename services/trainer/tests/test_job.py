@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from fetalmlops.trainer.handler import PlaneClassifier
 from fetalmlops.trainer.job import Platform, Request, fit_and_package, run_on_platform
 from fetalmlops.trainer.packaging import read_mar
 from fetalmlops.trainer.registry import Gate
-from fetalmlops.trainer.snapshots import CLASSES, Entry, Manifest
+from fetalmlops.trainer.snapshots import CLASSES, Entry, Filters, Manifest, SplitSpec, snapshot
 from fetalmlops.trainer.training import TrainConfig
 from fetalmlops.v1 import models_pb2
 
@@ -147,3 +148,16 @@ def test_the_command_trains_a_dataset_on_disk(dataset: Path, tmp_path: Path) -> 
 
     refused = CliRunner().invoke(app, ["--dataset", str(dataset)], env=env)
     assert refused.exit_code == 2 and "--out" in refused.output
+
+
+def test_a_k_fold_snapshot_trains_on_the_folds_it_is_told(
+    entries: list[Entry], tmp_path: Path
+) -> None:
+    folds = snapshot("folds", entries, Filters(), SplitSpec(method="kfold", folds=3))
+    one = replace(request(entries), fold=1, out_of_domain={})
+    packaged = fit_and_package(folds, local.file_loader, one, 1, tmp_path, False)
+
+    assert packaged.metrics["validation"]["n"] == len(folds.fold(1)[1])
+    assert "test_macro_f1" not in packaged.metrics
+    with pytest.raises(ValueError, match="fold 3 of a 3-fold snapshot"):
+        fit_and_package(folds, local.file_loader, replace(one, fold=3), 1, tmp_path, False)

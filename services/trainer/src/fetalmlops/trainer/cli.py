@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -92,6 +93,9 @@ def train_command(
     ood_cohort: Annotated[
         list[str] | None, typer.Option(help="Held out and scored as out-of-domain.")
     ] = None,
+    fold: Annotated[
+        int, typer.Option(min=0, help="Of a k-fold snapshot: the fold to validate on.")
+    ] = 0,
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
 ) -> None:
     """Train, evaluate, package; on the platform also register, gate and announce."""
@@ -112,7 +116,7 @@ def train_command(
         if dataset is not None:
             entries = local.dataset_entries(dataset, format)
             manifest = local_snapshot(dataset.name, entries, held_out, seed)
-            request = make_request(own, config, entries, held_out)
+            request = replace(make_request(own, config, entries, held_out), fold=fold)
             workdir = own.workdir / "local" / manifest.id
             packaged = fit_and_package(manifest, local.file_loader, request, 1, workdir, progress)
             assert out is not None
@@ -129,7 +133,7 @@ def train_command(
             manifest = catalog.take_snapshot(
                 engine, store, settings, "planes", filters, SplitSpec(seed=seed)
             )
-        request = make_request(own, config, entries, held_out)
+        request = replace(make_request(own, config, entries, held_out), fold=fold)
         platform = Platform(settings, store, open_bus(settings), engine)
         version, decision = run_on_platform(
             platform, manifest, catalog.store_loader(store), request, own.workdir, progress

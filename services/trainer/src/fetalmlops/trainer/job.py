@@ -72,6 +72,7 @@ class Request:
     # Named cohorts or devices the model never trained on, scored separately.
     out_of_domain: Mapping[str, Sequence[Entry]] = field(default_factory=dict)
     synthetic: bool = False  # trained on the phantom: the card says so
+    fold: int = 0  # of a k-fold snapshot: the fold validated on, the others trained on
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,10 @@ class Calibrated(nn.Module):
         return logits / self.temperature
 
 
-def training_run(model_name: str, snapshot_id: str, config: TrainConfig) -> str:
-    """The run's name: same model, snapshot and configuration → same run."""
+def training_run(model_name: str, snapshot_id: str, config: TrainConfig, fold: int = 0) -> str:
+    """The run's name: same model, snapshot (and fold) and configuration → same run."""
     settings = {k: v for k, v in config.to_dict().items() if k not in ("num_workers", "device")}
-    identity = json.dumps([model_name, snapshot_id, settings], sort_keys=True)
+    identity = json.dumps([model_name, snapshot_id, fold, settings], sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
@@ -114,7 +115,7 @@ def fit_and_package(
     progress: bool = True,
 ) -> Packaged:
     config, classes = request.config, list(CLASSES)
-    train_set, val_set = manifest.split(Split.TRAIN), manifest.split(Split.VAL)
+    train_set, val_set, test_set = parts(manifest, request.fold)
     if not train_set or not val_set:
         raise ValueError(f"snapshot {manifest.id} needs train and val images: {manifest.counts()}")
     with carbon.tracked(request.country_iso_code) as meter:
@@ -127,7 +128,6 @@ def fit_and_package(
     temperature = fit_temperature(result.val_logits, result.val_labels)
     scored = Scoring(result, config, load, temperature)
     validation = evaluate(result.val_labels, softmax(result.val_logits, temperature), classes)
-    test_set = manifest.split(Split.TEST)
     test = scored.evaluation(test_set)
     out_of_domain: dict[str, Evaluation] = {}
     for name, entries in request.out_of_domain.items():
@@ -184,6 +184,15 @@ def fit_and_package(
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (directory / "drift_reference.json").write_text(json.dumps(drift, sort_keys=True))
     return Packaged(directory, metrics, drift, footprint)
+
+
+def parts(manifest: Manifest, fold: int) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """Train, validation and test entries; a k-fold snapshot has no test part."""
+    if manifest.spec.method == "kfold":
+        if not 0 <= fold < manifest.spec.folds:
+            raise ValueError(f"fold {fold} of a {manifest.spec.folds}-fold snapshot")
+        return (*manifest.fold(fold), [])
+    return manifest.split(Split.TRAIN), manifest.split(Split.VAL), manifest.split(Split.TEST)
 
 
 def items(entries: Sequence[Entry], load: Loader) -> list[tuple[Callable[[], bytes], int]]:
@@ -306,7 +315,7 @@ def run_on_platform(
 ) -> tuple[ModelVersion, registry.Decision]:
     """Train (unless this run registered its version already), upload, register, gate."""
     catalog.freeze(platform.engine, platform.store, platform.settings, manifest)
-    run = training_run(request.model_name, manifest.id, request.config)
+    run = training_run(request.model_name, manifest.id, request.config, request.fold)
     with session_scope(platform.engine) as session:
         done = registry.by_training_run(session, run)
         number = done.version if done else registry.next_version(session, request.model_name)
