@@ -39,7 +39,7 @@ lint: setup ## ruff (lint + format check) and mypy (strict) on the libraries and
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
 	$(VENV_BIN)/mypy libs/common/src libs/datasets/src services/ingest/src services/anonymizer/src \
-		services/trainer/src deploy/local/src
+		services/trainer/src services/inference/src deploy/local/src
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV_BIN)/ruff check --fix .

@@ -32,6 +32,9 @@ def test_every_command_has_help() -> None:
         ["phantom", "profiles"],
         ["anonymize"],
         ["dataset", "import"],
+        ["train"],
+        ["snapshot", "create"],
+        ["serve"],
     ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0, (args, result.output)
