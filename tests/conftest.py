@@ -36,9 +36,13 @@ def stack_settings() -> Callable[[str | None], Settings]:
 @pytest.fixture(scope="session")
 def _span_exporter() -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    # A test that ran a service in process may have installed the global provider already, and
+    # OpenTelemetry refuses to replace it: record its spans instead.
+    current = trace.get_tracer_provider()
+    provider = current if isinstance(current, TracerProvider) else TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    if provider is not current:
+        trace.set_tracer_provider(provider)
     return exporter
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import random
+import secrets
 import signal
 import uuid
 from collections import Counter
@@ -94,7 +94,7 @@ def upload(pipeline: Pipeline, data: bytes, headers: dict[str, str] | None = Non
 
 
 def test_one_trace_from_upload_to_anonymized_image_without_phi(pipeline: Pipeline) -> None:
-    data = sample_dicom(random.randrange(10**9))
+    data = sample_dicom(secrets.randbelow(10**9))
     source = pydicom.dcmread(io.BytesIO(data))
     watch = TopicWatch(pipeline.own, pipeline.own.topics.images_anonymized)
     upload(pipeline, data, {"traceparent": f"00-{CALLER_TRACE}-b7ad6b7169203331-01"})
@@ -133,7 +133,7 @@ def test_one_trace_from_upload_to_anonymized_image_without_phi(pipeline: Pipelin
 
 
 def test_sigkill_in_the_middle_of_200_images_loses_none(pipeline: Pipeline) -> None:
-    base = random.randrange(10**9)
+    base = secrets.randbelow(10**9)
     with ThreadPoolExecutor(2) as pool:
         images = list(pool.map(lambda i: sample_dicom(base + i, profile="portable"), range(200)))
     ids = {pipeline.image_id(data) for data in images}
@@ -146,12 +146,14 @@ def test_sigkill_in_the_middle_of_200_images_loses_none(pipeline: Pipeline) -> N
         assert not dead, [dict(r.headers).get(DLQ_ERROR) for r in dead]
         return pipeline.catalogued(ids) >= count
 
+    # Killed while images still arrive: the anonymizer keeps up with the uploads.
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda data: upload(pipeline, data), images))
-
-    wait_for(lambda: catalogued_at_least(40), 180, "40 images anonymized")
-    assert pipeline.anonymizer.stop(signal.SIGKILL) == -signal.SIGKILL
-    killed_at = pipeline.catalogued(ids)
+        uploads = [pool.submit(upload, pipeline, data) for data in images]
+        wait_for(lambda: catalogued_at_least(40), 180, "40 images anonymized")
+        assert pipeline.anonymizer.stop(signal.SIGKILL) == -signal.SIGKILL
+        killed_at = pipeline.catalogued(ids)
+        for done in uploads:
+            done.result()
     assert killed_at < 200, "killed in the middle"
     pipeline.anonymizer.start()
     wait_for(lambda: catalogued_at_least(200), 300, "all 200 images anonymized")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import random
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,7 +64,7 @@ def raw(ingest: RunningIngest) -> MinioStore:
 
 def fresh_dicom() -> bytes:
     """A phantom study nobody sent before: a new seed each run, since the stack keeps its data."""
-    return sample_dicom(random.randrange(10**9))
+    return sample_dicom(secrets.randbelow(10**9))
 
 
 def sha(data: bytes) -> str:
@@ -238,7 +238,7 @@ def test_dataset_import_is_resumable_and_arrives_once(
     ingest: RunningIngest, tmp_path: Path
 ) -> None:
     dataset = tmp_path / "phantom"
-    seed = random.randrange(10**9)
+    seed = secrets.randbelow(10**9)
     generate(dataset, plan(2, seed=seed, profiles=("portable",)), seed=seed)
     total = len(read_dataset(dataset))
     announcements, labels = (

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import re
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,7 +90,7 @@ def run(
 ) -> Iterator[Run]:
     work = tmp_path_factory.mktemp("leak")
     # Fresh bytes every run: the stack remembers earlier runs, and ingest stores an image once.
-    seed = random.randrange(10**6)
+    seed = secrets.randbelow(10**6)
     generate(work / "phantom", plan(3, seed=seed), seed=seed, fmt=OutputFormat.DICOM)
     studies = sorted((work / "phantom" / "dicom").glob("*.dcm"))
     sidecars = [json.loads(p.with_suffix(".phi.json").read_text()) for p in studies]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import random
+import secrets
 import subprocess
 import sys
 import urllib.request
@@ -92,7 +92,7 @@ class Run:
 
 def phantom(out: Path, tag: str) -> Path:
     """Phantom studies whose cohorts name this run, so the catalog's older images stay out."""
-    seed = random.randrange(10**6)
+    seed = secrets.randbelow(10**6)
     generate(out, plan(48, seed=seed), seed=seed, fmt=OutputFormat.DICOM)
     labels = out / "labels.csv"
     rows = list(csv.DictReader(labels.open()))

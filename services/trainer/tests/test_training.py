@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import random
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -306,3 +307,18 @@ def test_linear_probing_changes_the_head_alone(phantom: Phantom, tmp_path: Path)
     for key, value in trained.items():
         if not key.startswith("classifier."):
             assert torch.equal(value, pretrained[key]), key
+
+
+def test_a_run_leaves_the_caller_s_random_generators_as_it_found_them(
+    phantom: Phantom, tmp_path: Path
+) -> None:
+    random.seed(2026)
+    np_state, torch_state = np.random.get_state(), torch.get_rng_state()
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(2026)
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch_state)
+
+    train(TrainConfig(input_size=64, epochs=1), phantom.few, phantom.val, CLASSES, tmp_path, False)
+
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected

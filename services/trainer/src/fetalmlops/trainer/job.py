@@ -80,7 +80,7 @@ class Packaged:
     directory: Path
     metrics: dict[str, Any]
     drift_reference: dict[str, Any]
-    footprint: carbon.Footprint
+    footprint: carbon.Footprint | None
 
 
 class Calibrated(nn.Module):
@@ -123,8 +123,7 @@ def fit_and_package(
             config, items(train_set, load), items(val_set, load), classes,
             workdir / "checkpoints", progress,
         )  # fmt: skip
-    footprint = meter.footprint
-    assert footprint is not None
+    footprint = meter.footprint  # None when CodeCarbon could not measure: the card says so
     temperature = fit_temperature(result.val_logits, result.val_labels)
     scored = Scoring(result, config, load, temperature)
     validation = evaluate(result.val_labels, softmax(result.val_logits, temperature), classes)
@@ -322,6 +321,7 @@ def run_on_platform(
     if done is None:
         packaged = fit_and_package(manifest, load, request, number, workdir / run, progress)
         upload(platform, packaged.directory, request.model_name, number)
+        footprint = packaged.footprint
         with session_scope(platform.engine) as session:
             registry.register(
                 session,
@@ -333,8 +333,8 @@ def run_on_platform(
                     storage_uri=platform.storage_uri(request.model_name, number),
                     artifact_uri=platform.storage_uri(request.model_name, number)
                     + f"model-store/{request.model_name}.mar",
-                    energy_kwh=packaged.footprint.energy_kwh,
-                    emissions_kg_co2e=packaged.footprint.emissions_kg_co2e,
+                    energy_kwh=footprint.energy_kwh if footprint else None,
+                    emissions_kg_co2e=footprint.emissions_kg_co2e if footprint else None,
                     drift_reference=packaged.drift_reference,
                     snapshot_id=manifest.id,
                     training_run=run,

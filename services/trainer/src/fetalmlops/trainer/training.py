@@ -358,7 +358,8 @@ def _seed_everything(seed: int) -> None:
 
 @contextmanager
 def _deterministic() -> Iterator[None]:
-    """Deterministic kernels for the duration of a run, the caller's setting restored after.
+    """Deterministic kernels for the duration of a run; the caller's setting and random
+    generators restored after.
 
     warn_only: a few CUDA kernels (adaptive pooling's backward) have no deterministic version;
     a warning then says so rather than the run failing.
@@ -368,6 +369,9 @@ def _deterministic() -> Iterator[None]:
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     benchmark = torch.backends.cudnn.benchmark
+    # The run seeds the process-wide generators; the caller's draws must not become the
+    # run's seed's (a test suite's "random" ids would repeat from one run to the next).
+    generators = checkpoint.rng_states()
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     try:
@@ -375,6 +379,7 @@ def _deterministic() -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
         torch.backends.cudnn.benchmark = benchmark
+        checkpoint.set_rng_states(generators)
 
 
 def _progress_bar(enabled: bool) -> Progress:
