@@ -48,9 +48,8 @@ format: setup ## Apply ruff's fixes and formatting
 proto: setup ## Regenerate the event classes from proto/ (checked in)
 	$(VENV_BIN)/python proto/generate.py
 
-demo: setup ## The end-to-end demo
-	@echo "The end-to-end demo (phantom studies → ingest → anonymizer → trainer → KServe) arrives"
-	@echo "with the service issues. Today: 'make stack-up' then 'make test' exercise the foundation."
+demo: setup ## Phantom cohort → trained, packaged model → KServe predictor → a prediction
+	deploy/local/demo/demo.sh
 
 bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in the same run
 	$(VENV_BIN)/python benchmarks/bus.py
