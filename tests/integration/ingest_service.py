@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +96,27 @@ class TopicWatch:
         finally:
             self.consumer.close()
         return events
+
+
+def from_beginning(settings: Settings, topics: Sequence[str]) -> list[ConsumerRecord]:
+    """Every record on ``topics`` so far, read from offset 0 without a consumer group."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        found: list[ConsumerRecord] = []
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            for records in consumer.poll(timeout_ms=500).values():
+                found += records
+        return found
+    finally:
+        consumer.close()
 
 
 class AnnouncementWatch(TopicWatch):

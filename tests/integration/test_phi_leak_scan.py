@@ -22,7 +22,6 @@ import httpx
 import pydicom
 import pytest
 import sqlalchemy as sa
-from kafka import KafkaConsumer, TopicPartition
 from PIL import Image as Picture
 
 from fetalmlops.anonymizer.pseudonyms import opaque
@@ -34,7 +33,7 @@ from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.datasets.phantom.samples import sample_picture
 
 from .collector import Collected, otlp_collector
-from .ingest_service import LABELLER_TOKEN, RunningIngest, running_ingest
+from .ingest_service import LABELLER_TOKEN, RunningIngest, from_beginning, running_ingest
 from .processes import ServiceProcess, get, settings_env, wait_for
 
 pytestmark = pytest.mark.stack
@@ -158,26 +157,14 @@ def events(settings: Settings) -> list[bytes]:
     other holds what ingest refused, as it came.
     """
     topics = settings.topics
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics.model_dump().values()
-            if topic not in (topics.studies_incoming, topics.deadletter_raw)
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        found: list[bytes] = []
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            for records in consumer.poll(timeout_ms=500).values():
-                for r in records:
-                    headers = b"".join(k.encode() + b"=" + (v or b"") for k, v in r.headers)
-                    found.append(b"\n".join([r.key or b"", r.value or b"", headers]))
-        return found
-    finally:
-        consumer.close()
+    kept = [t for t in topics.model_dump().values()
+            if t not in (topics.studies_incoming, topics.deadletter_raw)]  # fmt: skip
+    return [
+        b"\n".join(
+            [r.key or b"", r.value or b"", *(k.encode() + b"=" + (v or b"") for k, v in r.headers)]
+        )
+        for r in from_beginning(settings, kept)
+    ]
 
 
 def objects(settings: Settings, image_ids: set[str]) -> list[bytes]:

@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
-from kafka import KafkaConsumer, TopicPartition
 
 from fetalmlops.anonymizer.pseudonyms import opaque
 from fetalmlops.common.bus import KafkaBus, publish_event
@@ -48,7 +47,7 @@ from fetalmlops.stack.torchserve import running_torchserve
 from fetalmlops.trainer.handler import PlaneClassifier
 from fetalmlops.v1 import models_pb2, training_pb2
 
-from .ingest_service import IMPORTER_TOKEN, RunningIngest, running_ingest
+from .ingest_service import IMPORTER_TOKEN, RunningIngest, from_beginning, running_ingest
 from .processes import ServiceProcess, settings_env, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
@@ -176,19 +175,7 @@ def load(run: Run, ingest: RunningIngest, dataset: Path) -> None:
 
 
 def events(settings: Settings, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        found: list[bytes] = []
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            for records in consumer.poll(timeout_ms=500).values():
-                found += [r.value for r in records]
-        return found
-    finally:
-        consumer.close()
+    return [r.value for r in from_beginning(settings, [topic])]
 
 
 @pytest.fixture(scope="module")

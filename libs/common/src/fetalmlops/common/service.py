@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Protocol
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
@@ -69,14 +69,16 @@ def database_ready(engine: Engine) -> ReadinessCheck:
     return check
 
 
-def create_app(title: str, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
-    app = FastAPI(title=title)
+def health_routes(readiness: Mapping[str, ReadinessCheck]) -> APIRouter:
+    """``/healthz`` (the process answers) and ``/readyz`` (every check passes, or 503 naming
+    the ones that fail), the same on every service, KServe's predictor included."""
+    router = APIRouter(tags=["health"])
 
-    @app.get("/healthz", tags=["health"])
+    @router.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @router.get("/readyz")
     def readyz() -> JSONResponse:
         failures: dict[str, str] = {}
         for name, check in readiness.items():
@@ -84,9 +86,15 @@ def create_app(title: str, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
                 check()
             except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"[:300]
-        status = 503 if failures else 200
         body = {"status": "unready" if failures else "ready", "failures": failures}
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=503 if failures else 200)
+
+    return router
+
+
+def create_app(title: str, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
+    app = FastAPI(title=title)
+    app.include_router(health_routes(readiness))
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from kserve import ModelServer, model_server
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from fetalmlops.common.service import ReadinessCheck
+from fetalmlops.common.service import ReadinessCheck, health_routes
 from fetalmlops.inference.predictor import PlanePredictor
 
 
@@ -42,28 +40,6 @@ class BoundModelServer(ModelServer):  # type: ignore[misc]  # kserve ships no ty
             )
         rest.config.host = self.host
         super().setup_event_loop()
-
-
-def health_routes(readiness: Mapping[str, ReadinessCheck]) -> APIRouter:
-    """``/healthz`` and ``/readyz`` with the same answers as every other service's."""
-    router = APIRouter(tags=["health"])
-
-    @router.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @router.get("/readyz")
-    def readyz() -> JSONResponse:
-        failures: dict[str, str] = {}
-        for name, check in readiness.items():
-            try:
-                check()
-            except Exception as exc:
-                failures[name] = f"{type(exc).__name__}: {exc}"[:300]
-        body = {"status": "unready" if failures else "ready", "failures": failures}
-        return JSONResponse(body, status_code=503 if failures else 200)
-
-    return router
 
 
 def model_ready(predictors: Sequence[PlanePredictor]) -> ReadinessCheck:

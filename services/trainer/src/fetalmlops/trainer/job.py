@@ -39,6 +39,7 @@ from fetalmlops.common.db import ModelVersion, session_scope
 from fetalmlops.common.db.columns import utcnow
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore
+from fetalmlops.datasets.readers import Split
 from fetalmlops.trainer import carbon, catalog, reference, registry
 from fetalmlops.trainer.backbones import backbone
 from fetalmlops.trainer.card import CardFacts, model_card
@@ -54,7 +55,7 @@ from fetalmlops.trainer.evaluation import (
 )
 from fetalmlops.trainer.packaging import build_mar, export_torchscript
 from fetalmlops.trainer.preprocessing import square_greyscale
-from fetalmlops.trainer.snapshots import CLASSES, Entry, Manifest, Split
+from fetalmlops.trainer.snapshots import CLASSES, Entry, Manifest
 from fetalmlops.trainer.training import TrainConfig, TrainResult, predict_logits, train
 from fetalmlops.v1 import models_pb2
 

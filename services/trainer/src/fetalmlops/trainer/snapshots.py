@@ -19,19 +19,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from fetalmlops.common.planes import Plane
+from fetalmlops.datasets.readers import Split
 
 SCHEMA = "fetalmlops.snapshot/v1"
 CLASSES = tuple(p.value for p in Plane)
-
-
-class Split(StrEnum):
-    TRAIN = "train"
-    VAL = "val"
-    TEST = "test"
 
 
 @dataclass(frozen=True)
