@@ -136,6 +136,33 @@ def test_an_image_the_gate_cannot_clear_is_quarantined_and_dead_lettered(
     assert note.key.endswith(".json")
 
 
+@pytest.mark.parametrize(
+    "own",
+    [
+        AnonymizerSettings(secret="unit-secret", masks={"800x600": [(80, 80, 720, 590)]}),
+        AnonymizerSettings(secret="unit-secret", ocr=True),
+    ],
+    ids=["mask", "ocr"],
+)
+def test_a_study_without_regions_is_published_when_a_mask_or_ocr_cleans_it(
+    anonymizer: Anonymizer, own: AnonymizerSettings
+) -> None:
+    ds = pydicom.dcmread(io.BytesIO(sample_dicom(44)))
+    del ds.SequenceOfUltrasoundRegions
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    cleaning = Anonymizer(
+        anonymizer.settings, own, anonymizer.store, anonymizer.bus, anonymizer.engine
+    )
+    received(cleaning, buffer.getvalue(), "application/dicom")
+
+    assert run_consumer(cleaning, 1) == []
+    (event,) = published(cleaning)
+    assert event.geometry.rows == 600 and event.geometry.pixel_spacing_mm == 0.0
+    with session_scope(cleaning.engine) as session:
+        assert session.get(Image, event.image_id) is not None
+
+
 def test_pictures_lose_their_metadata_when_accepted(anonymizer: Anonymizer, tmp_path: Path) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", "Patient DOE^JANE MRN123456")

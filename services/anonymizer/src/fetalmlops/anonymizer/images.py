@@ -107,11 +107,13 @@ class Anonymizer:
         if media_type == DICOM:
             result = anonymize_dicom(raw, policy)
             ds = pydicom.dcmread(io.BytesIO(result.data))
-            regions = us_regions(ds)
+            device = f"{ds.get('Manufacturer', '')}/{ds.get('ManufacturerModelName', '')}"
+            # Cleaned by its regions, a configured mask, or (neither) OCR over the whole frame.
+            regions = us_regions(ds) or policy.mask_for(int(ds.Columns), int(ds.Rows), device)
             first = (
                 ds.pixel_array if int(ds.get("NumberOfFrames", 1) or 1) == 1 else ds.pixel_array[0]
             )
-            region = ds.SequenceOfUltrasoundRegions[0]
+            described = ds.get("SequenceOfUltrasoundRegions") or [{}]
             return Output(
                 result.data,
                 DICOM,
@@ -121,7 +123,7 @@ class Anonymizer:
                 str(ds.get("ManufacturerModelName", "")),
                 int(ds.Rows),
                 int(ds.Columns),
-                float(region.get("PhysicalDeltaX", 0.0)) * 10,
+                float(described[0].get("PhysicalDeltaX", 0.0)) * 10,
             )
         picture = anonymize_picture(raw, policy, self.own.pictures_deidentified)
         rows, columns = picture.pixels.shape
