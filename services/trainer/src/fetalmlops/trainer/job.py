@@ -142,7 +142,8 @@ def fit_and_package(
         "efficiency": efficiency.to_dict(),
         "uncalibrated_val_ece": val_ece_raw,
     }
-    drift = scored.drift_reference(val_set)
+    # The validation logits are the training run's own: not predicted a second time.
+    drift = scored.drift_reference(val_set, softmax(result.val_logits, temperature))
 
     directory = workdir / "model"
     torchscript = export_torchscript(
@@ -227,7 +228,9 @@ class Scoring:
         truth = [CLASSES.index(e.plane) for e in entries]
         return evaluate(truth, self.probabilities(entries), list(CLASSES))
 
-    def drift_reference(self, entries: Sequence[Entry]) -> dict[str, Any]:
+    def drift_reference(
+        self, entries: Sequence[Entry], probabilities: NDArray[np.float64]
+    ) -> dict[str, Any]:
         prep = self.config.preprocessing()
         pixels = np.stack([thumbnail(self.load(e)()) for e in entries])
         tensors = [
@@ -236,7 +239,7 @@ class Scoring:
         ]
         head = backbone(self.config.backbone).head
         drift = reference.drift_reference(
-            self.probabilities(entries),
+            probabilities,
             np.array([CLASSES.index(e.plane) for e in entries]),
             pixels,
             reference.embeddings(self.result.model, head, tensors),
