@@ -38,7 +38,7 @@ test-unit: setup ## Only the tests that need no running stack (fast)
 lint: setup ## ruff (lint + format check) and mypy (strict) on the libraries and services
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
-	$(VENV_BIN)/mypy libs/common/src libs/datasets/src services/ingest/src services/anonymizer/src \
+	$(VENV_BIN)/mypy libs/common/src libs/datasets/src libs/imaging/src services/ingest/src services/anonymizer/src \
 		services/trainer/src services/inference/src deploy/local/src
 
 format: setup ## Apply ruff's fixes and formatting
@@ -56,6 +56,7 @@ bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in
 	$(VENV_BIN)/python benchmarks/ingest.py
 	$(VENV_BIN)/python benchmarks/anonymizer.py
 	$(VENV_BIN)/python benchmarks/training.py
+	$(VENV_BIN)/python benchmarks/inference.py
 
 clean: stack-down ## Remove the virtual environment and tool caches (the stack's cache stays)
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache

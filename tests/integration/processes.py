@@ -10,7 +10,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fetalmlops.common.settings import Settings
@@ -98,3 +100,44 @@ class ServiceProcess:
         finally:
             self.process.kill()
             self.process = None
+
+
+SERVE = [str(Path(sys.executable).with_name("fetalmlops")), "serve"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A `fetalmlops serve` process, answering on ``url``."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    startup_s: float
+
+
+@contextmanager
+def serving(
+    model_dir: Path, log: Path, env: dict[str, str] | None = None, ready: str = "/readyz"
+) -> Iterator[Serving]:
+    """`fetalmlops serve --model-dir` on a free loopback port until the block ends; SIGTERM
+    must stop it with exit code 0."""
+    port, begun = free_port(), time.monotonic()
+    command = [*SERVE, "--model-dir", str(model_dir), "--http-port", str(port)]
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=output, stderr=output
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        return answers(f"{url}{ready}")
+
+    try:
+        wait_for(up, 90, "fetalmlops serve ready")
+        yield Serving(url, process, log, time.monotonic() - begun)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
+    finally:
+        process.kill()
+        process.wait()

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import base64
 import io
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,100 +21,37 @@ import psutil
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
-from fetalmlops.common.planes import Plane
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
-from fetalmlops.datasets.phantom.dataset import draw, plan
-from fetalmlops.trainer.packaging import ModelLayout, build_mar, export_torchscript
-from fetalmlops.trainer.preprocessing import Preprocessing, decode
+from fetalmlops.trainer.preprocessing import decode
 
-from .processes import ServiceProcess, answers, free_port, settings_env, wait_for
+from .model_versions import CLASSES, PREP, Version, build_version, phantom_pngs
+from .processes import SERVE, ServiceProcess, Serving, free_port, serving, settings_env
 
-CLASSES = [plane.value for plane in Plane]
-PREP = Preprocessing(size=64)
 NAME, VERSION = "fetal-planes", 7
-SERVE = [str(Path(sys.executable).with_name("fetalmlops")), "serve"]
-
-
-def tiny_cnn() -> nn.Module:
-    torch.manual_seed(2)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(CLASSES)),
-    ).eval()  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Version:
-    model: nn.Module
-    layout: ModelLayout
-    pngs: list[bytes]
-
-    def expected(self, png: bytes) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(self.model(decode(png, PREP).unsqueeze(0)), 1)[0].numpy()
-
-
-@dataclass(frozen=True)
-class Running:
-    url: str
-    process: subprocess.Popen[bytes]
-    startup_s: float
 
 
 @pytest.fixture(scope="module")
 def version(tmp_path_factory: pytest.TempPathFactory) -> Version:
-    root = tmp_path_factory.mktemp("inference-version")
-    model = tiny_cnn()
-    torchscript = export_torchscript(model, torch.randn(1, 3, 64, 64), root / "model_ts.pt")
-    layout = build_mar(NAME, VERSION, torchscript, PREP, CLASSES, root / "v7")
-    pngs = []
-    for spec in plan(2, seed=13)[:4]:
-        buffer = io.BytesIO()
-        Image.fromarray(draw(spec, 13, difficulty=0.5, banner=False).pixels).save(buffer, "PNG")
-        pngs.append(buffer.getvalue())
-    return Version(model, layout, pngs)
-
-
-def start(command: list[str], env: dict[str, str] | None, log: Path, ready: str) -> Running:
-    begun = time.monotonic()
-    with log.open("ab") as output:
-        process = subprocess.Popen(command, env=env, stderr=output, stdout=output)
-
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()[-3000:]
-        return answers(ready)
-
-    wait_for(up, 90, f"{' '.join(command[:2])} ready")
-    return Running(ready.split("/v2/")[0], process, time.monotonic() - begun)
-
-
-def stop(running: Running) -> None:
-    running.process.send_signal(signal.SIGTERM)
-    try:
-        assert running.process.wait(timeout=30) == 0
-    finally:
-        running.process.kill()
+    return build_version(tmp_path_factory.mktemp("inference-version"), NAME, VERSION, seed=2)
 
 
 @pytest.fixture(scope="module")
-def server(version: Version, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [*SERVE, "--model-dir", str(version.layout.root)]
-    url = f"http://127.0.0.1:{port}"
-    running = start(
-        [*command, "--http-port", str(port)], None, log, f"{url}/v2/models/{NAME}/ready"
-    )
-    print(f"fetalmlops serve ready in {running.startup_s:.1f} s")
-    yield running
-    stop(running)
+def pngs() -> list[bytes]:
+    return phantom_pngs(4, seed=13)
+
+
+@pytest.fixture(scope="module")
+def server(version: Version, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with serving(version.layout.root, log, ready=f"/v2/models/{NAME}/ready") as running:
+        print(f"fetalmlops serve ready in {running.startup_s:.1f} s")
+        yield running
 
 
 @pytest.fixture
-def client(server: Running) -> Iterator[httpx.Client]:
+def client(server: Serving) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
 
@@ -132,13 +65,15 @@ def assert_same(probabilities: dict[str, float], expected: np.ndarray) -> None:
     np.testing.assert_allclose(list(probabilities.values()), expected, atol=1e-5)
 
 
-def test_v1_predict_answers_every_instance(client: httpx.Client, version: Version) -> None:
-    body = {"instances": [{"b64": b64(png)} for png in version.pngs]}
+def test_v1_predict_answers_every_instance(
+    client: httpx.Client, version: Version, pngs: list[bytes]
+) -> None:
+    body = {"instances": [{"b64": b64(png)} for png in pngs]}
     response = client.post(f"/v1/models/{NAME}:predict", json=body)
 
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
-    for prediction, png in zip(predictions, version.pngs, strict=True):
+    for prediction, png in zip(predictions, pngs, strict=True):
         expected = version.expected(png)
         assert_same(prediction["probabilities"], expected)
         assert prediction["label"] == CLASSES[int(expected.argmax())]
@@ -149,13 +84,20 @@ def test_v1_predict_answers_every_instance(client: httpx.Client, version: Versio
         content=httpx.Request("POST", "/", json=body).content,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert form.status_code == 200 and form.json() == response.json()
+    assert form.status_code == 200
+
+    def without_ids(answer: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in p.items() if k != "prediction_id"} for p in answer["predictions"]]
+
+    assert without_ids(form.json()) == without_ids(response.json())
+    ids = [p["prediction_id"] for p in (*predictions, *form.json()["predictions"])]
+    assert len(set(ids)) == len(ids), "every prediction has an id of its own"
 
 
 def test_v2_infer_with_images_and_with_preprocessed_tensors(
-    client: httpx.Client, version: Version
+    client: httpx.Client, version: Version, pngs: list[bytes]
 ) -> None:
-    pngs = version.pngs[:2]
+    pngs = pngs[:2]
     images = {"name": "image", "datatype": "BYTES", "shape": [2], "data": [b64(p) for p in pngs]}
     tensors = torch.stack([decode(png, PREP) for png in pngs])
     preprocessed = {
@@ -264,7 +206,7 @@ def test_malformed_bodies_are_4xx_never_5xx(
     assert 400 <= response.status_code < 500, response.text
 
 
-def test_the_server_listens_on_loopback_only(server: Running) -> None:
+def test_the_server_listens_on_loopback_only(server: Serving) -> None:
     listening = {
         c.laddr.ip
         for c in psutil.Process(server.process.pid).net_connections(kind="inet")
@@ -288,27 +230,24 @@ def test_a_folder_without_a_model_is_refused_before_serving(tmp_path: Path) -> N
 
 @pytest.mark.stack
 def test_run_inference_serves_a_version_from_minio(
-    stack_settings: Callable[[str | None], Settings], version: Version, tmp_path: Path
+    stack_settings: Callable[[str | None], Settings],
+    version: Version,
+    pngs: list[bytes],
+    tmp_path: Path,
 ) -> None:
     trainer = stack_settings("trainer")
     store, bucket = open_store(trainer), trainer.buckets.models
     prefix = f"inference-test-{uuid.uuid4().hex[:8]}/v{VERSION}/"
-    for path in (version.layout.mar, version.layout.config_properties):
-        store.put(
-            bucket, prefix + path.relative_to(version.layout.root).as_posix(), path.read_bytes()
-        )
     env = settings_env(stack_settings("inference")) | {
-        "FETALMLOPS_INFERENCE_MODEL_URI": f"s3://{bucket}/{prefix}"
+        "FETALMLOPS_INFERENCE_MODEL_URI": version.upload(store, bucket, prefix)
     }
     service = ServiceProcess("inference", env, tmp_path / "inference.log")
     try:
         service.start(timeout_s=90)
-        body = {"instances": [{"b64": b64(version.pngs[0])}]}
+        body = {"instances": [{"b64": b64(pngs[0])}]}
         response = httpx.post(f"{service.url}/v1/models/{NAME}:predict", json=body, timeout=30)
         assert response.status_code == 200, response.text
-        assert_same(
-            response.json()["predictions"][0]["probabilities"], version.expected(version.pngs[0])
-        )
+        assert_same(response.json()["predictions"][0]["probabilities"], version.expected(pngs[0]))
         assert service.stop() == 0
     finally:
         service.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from fetalmlops.datasets.phantom.samples import sample_picture
 
 from .collector import Collected, otlp_collector
 from .ingest_service import LABELLER_TOKEN, RunningIngest, from_beginning, running_ingest
+from .phi import hits, planted_phi, sidecar
 from .processes import ServiceProcess, get, settings_env, wait_for
 
 pytestmark = pytest.mark.stack
@@ -62,18 +62,6 @@ class Run:
         return self.uploaded[-2]
 
 
-def planted_phi(sidecars: list[dict]) -> set[str]:  # type: ignore[type-arg]
-    values = {DECLARED_PATIENT}
-    for sidecar in sidecars:
-        values |= set(sidecar["phi_values"]) | set(sidecar["uids"])
-        values |= {p["value"] for p in sidecar["planted"]}
-        values |= {line["text"] for line in sidecar["burned_in"]}
-    # A bare number shorter than a date (the 6-digit StudyID) turns up by chance among the sizes,
-    # counts and floats of a database the stack shares across runs; the anonymizer's own tests
-    # check it in the output bytes.
-    return {v for v in values if len(v) >= 6 and not (v.isdigit() and len(v) < 8)}
-
-
 def regionless(study: bytes) -> bytes:
     """A study that says nothing of its imaging region: the anonymizer must quarantine it."""
     ds = pydicom.dcmread(io.BytesIO(study))
@@ -92,7 +80,7 @@ def run(
     seed = secrets.randbelow(10**6)
     generate(work / "phantom", plan(3, seed=seed), seed=seed, fmt=OutputFormat.DICOM)
     studies = sorted((work / "phantom" / "dicom").glob("*.dcm"))
-    sidecars = [json.loads(p.with_suffix(".phi.json").read_text()) for p in studies]
+    sidecars = [sidecar(p) for p in studies]
     tag = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"test.{tag}.{v}" for k, v in Topics().model_dump().items()})
     bus = KafkaBus(stack_settings(None).kafka_bootstrap_servers)
@@ -118,7 +106,7 @@ def run(
                     anonymizer,
                     stack_settings(None).model_copy(update={"topics": topics}),
                     spans,
-                    planted_phi(sidecars),
+                    planted_phi(sidecars) | {DECLARED_PATIENT},
                     uploaded,
                 )
             finally:
@@ -197,16 +185,6 @@ def rows(settings: Settings) -> list[bytes]:
             ]
     finally:
         engine.dispose()
-
-
-def hits(phi: set[str], channel: list[bytes]) -> set[str]:
-    """Planted values found as values of their own (not inside a longer number, a decimal
-    fraction or a word)."""
-    patterns = {
-        v: re.compile(rb"(?<![0-9A-Za-z.])" + re.escape(v.encode()) + rb"(?![0-9A-Za-z])")
-        for v in phi
-    }
-    return {v for v, pattern in patterns.items() for blob in channel if pattern.search(blob)}
 
 
 def test_planted_phi_reaches_no_channel(run: Run) -> None:

@@ -9,7 +9,6 @@ v1 and v2 envelopes that KServe switches on through TS_SERVICE_ENVELOPE.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
 import time
@@ -22,55 +21,34 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
-from torch import nn
 
-from fetalmlops.common.planes import Plane
-from fetalmlops.datasets.phantom.dataset import draw, plan
 from fetalmlops.stack.errors import StackError
 from fetalmlops.stack.process import port_in_use
 from fetalmlops.stack.torchserve import Envelope, TorchServe, running_torchserve
-from fetalmlops.trainer.packaging import ModelLayout, build_mar, export_torchscript
-from fetalmlops.trainer.preprocessing import Preprocessing, decode
+from fetalmlops.trainer.packaging import ModelLayout
 
-CLASSES = [plane.value for plane in Plane]
-PREP = Preprocessing(size=64)
+from .model_versions import CLASSES, Version, build_version, phantom_pngs
+
 NAME, VERSION = "fetal_planes", 7
-
-
-def tiny_cnn() -> nn.Module:
-    torch.manual_seed(1)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(CLASSES)),
-    ).eval()  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Served:
-    model: nn.Module
-    layout: ModelLayout
+    version: Version
     pngs: list[bytes]
 
+    @property
+    def layout(self) -> ModelLayout:
+        return self.version.layout
+
     def expected(self, png: bytes) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(self.model(decode(png, PREP).unsqueeze(0)), 1)[0].numpy()
+        return self.version.expected(png)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     root = tmp_path_factory.mktemp("torchserve-version")
-    model = tiny_cnn()
-    torchscript = export_torchscript(model, torch.randn(1, 3, 64, 64), root / "model_ts.pt")
-    layout = build_mar(NAME, VERSION, torchscript, PREP, CLASSES, root / "storage")
-    pngs = []
-    for spec in plan(2, seed=11)[:3]:
-        buffer = io.BytesIO()
-        Image.fromarray(draw(spec, 11, difficulty=0.5, banner=False).pixels).save(buffer, "PNG")
-        pngs.append(buffer.getvalue())
-    return Served(model, layout, pngs)
+    return Served(build_version(root, NAME, VERSION, seed=1), phantom_pngs(3, seed=11))
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,15 @@ cohort, patient), anonymised and catalogued by the anonymizer process; `fetalmlo
 Kubernetes Job's entry point) snapshots the catalog, trains a small model, and leaves the
 version in MinIO in the KServe layout, in the registry, promoted, announced on Kafka. The
 trainer service then trains the same snapshot again from a `fetal.training.requested` event:
-same seed and snapshot, same metrics. Finally a real TorchServe serves the `.mar` from MinIO
-and answers as the archive's own TorchScript does in process.
+same seed and snapshot, same metrics. A real TorchServe serves the `.mar` from MinIO and
+answers as the archive's own TorchScript does in process. Finally the inference service serves
+the promoted version, classifies a study as the scanner wrote it, and its prediction event is
+read back from Kafka, with no trace of the study's PHI in the event, the spans or the log.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -45,9 +49,11 @@ from fetalmlops.common.store import MinioStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.stack.torchserve import running_torchserve
 from fetalmlops.trainer.handler import PlaneClassifier
-from fetalmlops.v1 import models_pb2, training_pb2
+from fetalmlops.v1 import models_pb2, predictions_pb2, training_pb2
 
+from .collector import otlp_collector
 from .ingest_service import IMPORTER_TOKEN, RunningIngest, from_beginning, running_ingest
+from .phi import hits, planted_phi, sidecar
 from .processes import ServiceProcess, settings_env, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
@@ -285,3 +291,59 @@ def test_torchserve_answers_as_the_archive_does_in_process(run: Run, trained: Mo
     served = np.array([answer["probabilities"][c] for c in in_process.classes])
     local = np.array([expected["probabilities"][c] for c in in_process.classes])
     assert np.allclose(served, local, atol=1e-5)
+
+
+def test_the_promoted_version_answers_a_scanner_study_and_tells_the_monitor(
+    run: Run, trained: ModelVersion, stack_settings: Callable[[str | None], Settings]
+) -> None:
+    """The last hop: the inference service serves the promoted version from MinIO; a study as
+    the scanner wrote it (PHI in its header and banner) is classified, and its PHI-free
+    prediction event is read back from the real `fetal.predictions` topic."""
+    study = sorted((run.work / "phantom" / "dicom").glob("*.dcm"))[0]
+    phi = planted_phi([sidecar(study)])
+    inference = stack_settings("inference").model_copy(update={"topics": run.settings.topics})
+    with otlp_collector() as (endpoint, spans):
+        env = settings_env(inference.model_copy(update={"otlp_endpoint": endpoint}))
+        env |= {"FETALMLOPS_INFERENCE_MODEL_URI": trained.storage_uri or ""}
+        service = ServiceProcess("inference", env, run.work / "inference.log")
+        service.start(timeout_s=120)
+        try:
+            body = {"instances": [{"b64": base64.b64encode(study.read_bytes()).decode()}]}
+            response = httpx.post(
+                f"{service.url}/v1/models/{run.model}:predict", json=body, timeout=60
+            )
+            assert response.status_code == 200, response.text
+            (answer,) = response.json()["predictions"]
+            assert answer["model_version"] == "1"
+
+            def published() -> list[predictions_pb2.PredictionMade]:
+                events = events_of(run.settings, run.settings.topics.predictions)
+                return [e for e in events if e.prediction_id == answer["prediction_id"]]
+
+            wait_for(lambda: bool(published()), 60, "the prediction event on Kafka")
+        finally:
+            assert service.stop() == 0
+        exported = [text.encode() for text in spans.texts()]
+
+    (event,) = published()
+    assert (event.model_name, event.model_version) == (run.model, 1)
+    assert event.predicted_plane == answer["label"]
+    assert dict(event.probabilities) == pytest.approx(answer["probabilities"], abs=1e-6)
+    assert event.device.manufacturer and len(event.embedding_summary) > 0
+    assert 0 < event.image_statistics.mean < 1 and event.latency_ms > 0
+    assert any(b"classify planes" in span for span in exported), "the service exported spans"
+    records = from_beginning(run.settings, [run.settings.topics.predictions])
+    channels = {
+        "events": [r.value + (r.key or b"") + repr(r.headers).encode() for r in records],
+        "spans": exported,
+        "log": [(run.work / "inference.log").read_bytes()],
+        "answer": [response.content],
+    }
+    assert {name: hits(phi, blobs) for name, blobs in channels.items()} == {
+        name: set() for name in channels
+    }
+    assert hits(phi, [study.read_bytes()]), "the search finds the PHI where it is"
+
+
+def events_of(settings: Settings, topic: str) -> list[predictions_pb2.PredictionMade]:
+    return [predictions_pb2.PredictionMade.FromString(v) for v in events(settings, topic)]

@@ -13,7 +13,6 @@ from PIL import Image as Picture
 
 from fetalmlops.anonymizer.images import Anonymizer
 from fetalmlops.anonymizer.pipeline import anonymize_dicom
-from fetalmlops.anonymizer.pixels import NoRegions
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.common.bus import EmbeddedBus
@@ -21,6 +20,7 @@ from fetalmlops.common.db import create_engine_for, upgrade
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import LocalStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+from fetalmlops.imaging.regions import NoRegions
 
 
 @pytest.fixture(scope="module")

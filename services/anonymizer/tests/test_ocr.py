@@ -16,9 +16,9 @@ from PIL import Image
 
 from fetalmlops.anonymizer import ocr
 from fetalmlops.anonymizer.pipeline import anonymize_dicom, anonymize_picture
-from fetalmlops.anonymizer.pixels import NoRegions
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+from fetalmlops.imaging.regions import NoRegions
 
 OCR = Policy(secret=b"ocr-secret", ocr=True)
 

@@ -22,9 +22,9 @@ import pytest
 
 from fetalmlops.anonymizer.deidentify import deidentify
 from fetalmlops.anonymizer.pipeline import anonymize_dicom
-from fetalmlops.anonymizer.pixels import NoRegions, region_mask, us_regions
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.verify import _header
+from fetalmlops.imaging.regions import NoRegions, region_mask, us_regions
 
 PYDICOM_DATA = Path(data_store.__file__).parent / "data"
 DEID_US = Path(deid_data.__file__).parent / "data" / "ultrasounds"

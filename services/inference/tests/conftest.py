@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -22,10 +23,11 @@ from torch import nn
 from fetalmlops.common.planes import Plane
 from fetalmlops.datasets.phantom.dataset import draw, plan
 from fetalmlops.trainer.packaging import ModelLayout, build_mar, export_torchscript
-from fetalmlops.trainer.preprocessing import Preprocessing
+from fetalmlops.trainer.preprocessing import Preprocessing, decode
 
 CLASSES = [plane.value for plane in Plane]
 NAME, VERSION, SIZE = "fetal-planes", 4, 64
+HEAD, FEATURES = "7", "4"  # tiny_cnn's Linear, and the ReLU after its last convolution
 
 
 def tiny_cnn() -> nn.Module:
@@ -38,12 +40,20 @@ def tiny_cnn() -> nn.Module:
 
 
 @pytest.fixture(scope="session")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> ModelLayout:
-    """``<root>/model-store/fetal-planes.mar`` + ``<root>/config/config.properties``."""
+def layout(tmp_path_factory: pytest.TempPathFactory, pngs: list[bytes]) -> ModelLayout:
+    """``<root>/model-store/fetal-planes.mar`` + ``<root>/config/config.properties``.
+
+    Its TorchScript has ``forward_with_features`` (embedding: the Linear's input; feature map:
+    the last ReLU's output) and it carries the phantom frames of `pngs` as SHAP's background.
+    """
     root = tmp_path_factory.mktemp("version")
     example = torch.randn(1, 3, SIZE, SIZE)
-    torchscript = export_torchscript(tiny_cnn(), example, root / "work" / "model_ts.pt")
-    return build_mar(NAME, VERSION, torchscript, Preprocessing(size=SIZE), CLASSES, root / "v4")
+    prep = Preprocessing(size=SIZE)
+    torchscript = export_torchscript(
+        tiny_cnn(), example, root / "work" / "model_ts.pt", head=HEAD, features=FEATURES
+    )
+    background = np.stack([decode(png, prep).numpy() for png in pngs])
+    return build_mar(NAME, VERSION, torchscript, prep, CLASSES, root / "v4", background=background)
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def test_a_kserve_layout_directory_opens_with_its_manifest_and_own_code(
     assert "fetalmlops.trainer" not in archive.handler.__name__
     assert sys.path == path_before
     encoded = base64.b64encode(pngs[0]).decode()
-    assert archive.image_tensor({"b64": encoded}).shape == (3, SIZE, SIZE)
+    assert archive.decode({"b64": encoded}).tensor.shape == (3, SIZE, SIZE)
 
 
 def test_a_mar_file_opens_by_itself(layout: ModelLayout, tmp_path: Path) -> None:
@@ -75,8 +75,8 @@ def test_two_archives_in_one_process_keep_their_own_preprocessing(
 
     assert first.handler.__name__ != second.handler.__name__
     assert first.preprocessing is not second.preprocessing
-    assert first.image_tensor(pngs[0]).shape == (3, SIZE, SIZE)
-    assert second.image_tensor(pngs[0]).shape == (3, 32, 32)
+    assert first.decode(pngs[0]).tensor.shape == (3, SIZE, SIZE)
+    assert second.decode(pngs[0]).tensor.shape == (3, 32, 32)
 
 
 def test_the_loaded_model_is_the_archived_one(layout: ModelLayout, tmp_path: Path) -> None:

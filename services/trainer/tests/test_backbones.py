@@ -18,6 +18,7 @@ from fetalmlops.trainer.backbones import (
     build,
     trainable_parameters,
 )
+from fetalmlops.trainer.servable import Servable
 
 CLASSES = len(Plane)
 
@@ -35,6 +36,30 @@ def test_every_backbone_classifies_six_planes_at_its_input_size(name: str) -> No
         logits = model(torch.randn(2, 3, spec.input_size, spec.input_size))
     assert logits.shape == (2, CLASSES)
     assert torch.isfinite(logits).all()
+
+
+# Each backbone's total stride down to its last feature map: 32, or 8 for the tiny network and
+# 16 (the patch size) for the transformer. An earlier stage would give a finer map.
+LAST_MAP_STRIDE = {"tiny": 8, "vit_b_16": 16}
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_every_backbone_shows_grad_cam_its_last_feature_map(name: str) -> None:
+    torch.manual_seed(0)
+    spec = BACKBONES[name]
+    model = build(name, CLASSES, Strategy.FINE_TUNE).eval()
+    # Convolutional networks take any side; the transformer's position table wants its own.
+    side = spec.input_size if name == "vit_b_16" else 64
+
+    logits, embedding, feature_map = Servable(
+        model, spec.head, spec.features
+    ).forward_with_features(torch.randn(1, 3, side, side))
+
+    grid = side // LAST_MAP_STRIDE.get(name, 32)
+    assert feature_map.dim() == 4 and feature_map.shape[2:] == (grid, grid)
+    assert embedding.shape == (1, model.get_submodule(spec.head).in_features)
+    (gradient,) = torch.autograd.grad(logits[0, 1], feature_map)
+    assert gradient.abs().sum() > 0
 
 
 @pytest.mark.parametrize("side", [64, 224])

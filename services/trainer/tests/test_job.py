@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -25,9 +26,17 @@ from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.trainer import local
 from fetalmlops.trainer.cli import local_snapshot, train_command
 from fetalmlops.trainer.handler import PlaneClassifier
-from fetalmlops.trainer.job import Platform, Request, fit_and_package, run_on_platform
+from fetalmlops.trainer.job import (
+    BACKGROUND_SIZE,
+    Platform,
+    Request,
+    fit_and_package,
+    run_on_platform,
+)
 from fetalmlops.trainer.packaging import read_mar
+from fetalmlops.trainer.preprocessing import decode
 from fetalmlops.trainer.registry import Gate
+from fetalmlops.trainer.servable import background_indices
 from fetalmlops.trainer.snapshots import CLASSES, Entry, Filters, Manifest, SplitSpec, snapshot
 from fetalmlops.trainer.training import TrainConfig
 from fetalmlops.v1 import models_pb2
@@ -96,6 +105,21 @@ def test_the_archive_serves_the_calibrated_model(
     answers = classifier.answer([local.file_loader(e)() for e in val])
     accuracy = sum(a["label"] == e.plane for a, e in zip(answers, val, strict=True)) / len(val)
     assert accuracy == pytest.approx(packaged.metrics["val_accuracy"], abs=1e-9)
+
+    # Live traffic is embedded as the drift reference was.
+    images = torch.stack([decode(local.file_loader(e)(), classifier.preprocessing) for e in val])
+    _, embeddings = classifier.scores(images)
+    assert embeddings is not None
+    np.testing.assert_allclose(
+        embeddings.numpy().mean(0), packaged.drift_reference["embedding"]["mean"], atol=1e-5
+    )
+    # SHAP's background: validation images of every class, preprocessed as served.
+    labels = [CLASSES.index(e.plane) for e in val]
+    chosen = background_indices(labels, BACKGROUND_SIZE, CONFIG.seed)
+    assert classifier.background is not None
+    assert torch.equal(classifier.background, images[chosen])
+    assert len(chosen) == min(BACKGROUND_SIZE, len(val))
+    assert {labels[i] for i in chosen} == set(labels)
 
 
 def test_on_the_platform_a_version_is_registered_promoted_and_announced_once(

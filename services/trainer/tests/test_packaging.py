@@ -27,7 +27,8 @@ from torch import nn
 
 from fetalmlops.common.planes import Plane
 from fetalmlops.datasets.phantom.dataset import draw, plan
-from fetalmlops.trainer.handler import image_bytes
+from fetalmlops.trainer import reference
+from fetalmlops.trainer.handler import PlaneClassifier, image_bytes
 from fetalmlops.trainer.packaging import (
     ExportMismatch,
     ModelLayout,
@@ -41,6 +42,7 @@ from fetalmlops.trainer.preprocessing import Preprocessing, decode
 CLASSES = [plane.value for plane in Plane]
 PREP = Preprocessing(size=64)
 NAME, VERSION = "fetal_planes", 3
+HEAD, FEATURES = "11", "8"  # of tiny_cnn: its Linear, and the ReLU after its last conv
 
 
 def tiny_cnn() -> nn.Module:
@@ -67,17 +69,35 @@ class Version:
     model: nn.Module
     layout: ModelLayout
     files: dict[str, bytes]
+    background: np.ndarray
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    return export_torchscript(model, example, path, head=HEAD, features=FEATURES)
+
+
+def preprocessed(pngs: list[bytes]) -> np.ndarray:
+    return np.stack([decode(png, PREP).numpy() for png in pngs])
 
 
 @pytest.fixture(scope="module")
 def version(tmp_path_factory: pytest.TempPathFactory) -> Version:
     root = tmp_path_factory.mktemp("version")
     model = tiny_cnn()
-    torchscript = export_torchscript(model, torch.randn(1, 3, 64, 64), root / "model_ts.pt")
+    torchscript = export(model, torch.randn(1, 3, 64, 64), root / "model_ts.pt")
+    background = preprocessed(phantom_pngs(4))
     layout = build_mar(
-        NAME, VERSION, torchscript, PREP, CLASSES, root / "store", {"model_card.json": b"{}"}
-    )
-    return Version(model, layout, read_mar(layout.mar))
+        NAME, VERSION, torchscript, PREP, CLASSES, root / "store", {"model_card.json": b"{}"},
+        background=background,
+    )  # fmt: skip
+    return Version(model, layout, read_mar(layout.mar), background)
+
+
+def unpacked(files: dict[str, bytes], directory: Path) -> Path:
+    for name, content in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(content)
+    return directory
 
 
 @dataclass
@@ -119,7 +139,7 @@ def eager_probabilities(model: nn.Module, png: bytes) -> np.ndarray:
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_reproduces_the_eager_model_and_leaves_it_untouched(tmp_path: Path) -> None:
     model = tiny_cnn().train()
-    path = export_torchscript(model, torch.randn(2, 3, 64, 64), tmp_path / "m.pt")
+    path = export(model, torch.randn(2, 3, 64, 64), tmp_path / "m.pt")
     assert model.training, "the caller's model keeps its mode"
     exported = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
     x = torch.randn(5, 3, 64, 64)
@@ -132,25 +152,37 @@ class BatchOfOneOnly(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
         self.linear = nn.Linear(3, len(CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = 1.0 if x.shape[0] == 1 else 2.0
-        logits: torch.Tensor = self.linear(x.mean((2, 3))) * scale
+        logits: torch.Tensor = self.linear(self.conv(x).mean((2, 3))) * scale
         return logits
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_export_refuses_a_trace_that_does_not_reproduce_the_model(tmp_path: Path) -> None:
     with pytest.raises(ExportMismatch, match="batch of 2"):
-        export_torchscript(BatchOfOneOnly(), torch.randn(1, 3, 8, 8), tmp_path / "m.pt")
+        export_torchscript(
+            BatchOfOneOnly(), torch.randn(1, 3, 8, 8), tmp_path / "m.pt",
+            head="linear", features="conv",
+        )  # fmt: skip
+
+
+def test_export_refuses_features_that_are_no_feature_map(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="linear gives a 2-dimensional output"):
+        export_torchscript(
+            BatchOfOneOnly(), torch.randn(2, 3, 8, 8), tmp_path / "m.pt",
+            head="linear", features="linear",
+        )  # fmt: skip
 
 
 def test_archive_holds_model_code_preprocessing_classes_and_manifest(version: Version) -> None:
     files = version.files
     assert set(files) == {
         "model.pt", "handler.py", "preprocessing.py", "preprocessing.json",
-        "index_to_name.json", "model_card.json", "MAR-INF/MANIFEST.json",
+        "index_to_name.json", "background.npy", "model_card.json", "MAR-INF/MANIFEST.json",
     }  # fmt: skip
     manifest = json.loads(files["MAR-INF/MANIFEST.json"])
     assert manifest["model"] == {
@@ -165,6 +197,71 @@ def test_archive_holds_model_code_preprocessing_classes_and_manifest(version: Ve
     assert files["handler.py"] == (source / "handler.py").read_bytes()
     assert files["preprocessing.py"] == (source / "preprocessing.py").read_bytes()
     assert version.layout.mar == version.layout.root / "model-store" / f"{NAME}.mar"
+
+
+def test_the_archive_carries_the_shap_background_as_given(version: Version) -> None:
+    background = np.load(io.BytesIO(version.files["background.npy"]), allow_pickle=False)
+    assert background.dtype == np.float32
+    np.testing.assert_array_equal(background, version.background)
+
+
+@pytest.mark.parametrize(
+    "background",
+    [
+        np.zeros((3, 64, 64), np.float32),  # one image, unbatched
+        np.zeros((0, 3, 64, 64), np.float32),
+        np.zeros((2, 3, 32, 32), np.float32),  # not the model's input size
+        np.zeros((2, 3, 64, 64), np.float64),
+        np.full((2, 3, 64, 64), np.nan, np.float32),
+    ],
+)
+def test_build_mar_refuses_a_background_the_model_could_not_take(
+    background: np.ndarray, version: Version, tmp_path: Path
+) -> None:
+    torchscript = tmp_path / "model.pt"
+    torchscript.write_bytes(version.files["model.pt"])
+    with pytest.raises(ValueError, match="background"):
+        build_mar(NAME, 1, torchscript, PREP, CLASSES, tmp_path / "out", background=background)
+    assert not (tmp_path / "out").exists(), "nothing written for a rejected version"
+
+
+def test_the_packaged_classifier_scores_with_the_drift_references_embedding(
+    version: Version, packaged_handler: tuple[ModuleType, Path]
+) -> None:
+    handler, model_dir = packaged_handler
+    classifier = handler.PlaneClassifier.load(model_dir, torch.device("cpu"))
+    images = torch.from_numpy(preprocessed(phantom_pngs(3)))
+
+    probabilities, embeddings = classifier.scores(images)
+
+    assert classifier.has_features
+    torch.testing.assert_close(probabilities, classifier.probabilities(images))
+    assert embeddings is not None and embeddings.dtype == torch.float32
+    np.testing.assert_allclose(
+        embeddings.numpy(), reference.embeddings(version.model, HEAD, [images]), atol=1e-5
+    )
+    assert torch.equal(classifier.background, torch.from_numpy(version.background))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.* is deprecated:FutureWarning")
+def test_an_archive_from_before_scores_without_embeddings_or_background(
+    version: Version, tmp_path: Path
+) -> None:
+    files = {k: v for k, v in version.files.items() if k != "background.npy"}
+    model_dir = unpacked(files, tmp_path / "old")
+    example = torch.randn(1, 3, 64, 64)
+    torch.jit.save(torch.jit.trace(version.model, example), str(model_dir / "model.pt"))  # type: ignore[no-untyped-call]
+    classifier = PlaneClassifier.load(model_dir, torch.device("cpu"))
+    images = torch.from_numpy(preprocessed(phantom_pngs(2)))
+
+    probabilities, embeddings = classifier.scores(images)
+
+    assert not classifier.has_features and classifier.background is None
+    assert embeddings is None
+    torch.testing.assert_close(probabilities, classifier.probabilities(images))
+    with torch.no_grad():
+        expected = torch.softmax(version.model(images), 1)
+    torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_config_properties_serve_the_archive_from_kserves_mount(version: Version) -> None:

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictionMade(_message.Message):
-    __slots__ = ("meta", "request_id", "prediction_id", "model_name", "model_version", "probabilities", "predicted_plane", "embedding_summary", "image_statistics", "device", "latency_ms")
+    __slots__ = ("meta", "request_id", "prediction_id", "model_name", "model_version", "probabilities", "predicted_plane", "embedding_summary", "image_statistics", "device", "latency_ms", "compute_device")
     class ProbabilitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class PredictionMade(_message.Message):
     IMAGE_STATISTICS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_DEVICE_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.EventMeta
     request_id: str
     prediction_id: str
@@ -39,20 +40,23 @@ class PredictionMade(_message.Message):
     image_statistics: ImageStatistics
     device: _images_pb2.Device
     latency_ms: float
-    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., prediction_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., predicted_plane: _Optional[str] = ..., embedding_summary: _Optional[_Iterable[float]] = ..., image_statistics: _Optional[_Union[ImageStatistics, _Mapping]] = ..., device: _Optional[_Union[_images_pb2.Device, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    compute_device: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., prediction_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., predicted_plane: _Optional[str] = ..., embedding_summary: _Optional[_Iterable[float]] = ..., image_statistics: _Optional[_Union[ImageStatistics, _Mapping]] = ..., device: _Optional[_Union[_images_pb2.Device, _Mapping]] = ..., latency_ms: _Optional[float] = ..., compute_device: _Optional[str] = ...) -> None: ...
 
 class ImageStatistics(_message.Message):
-    __slots__ = ("mean", "std", "p05", "p95", "rows", "columns")
+    __slots__ = ("mean", "std", "p05", "p95", "rows", "columns", "dark_fraction")
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     P05_FIELD_NUMBER: _ClassVar[int]
     P95_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    DARK_FRACTION_FIELD_NUMBER: _ClassVar[int]
     mean: float
     std: float
     p05: float
     p95: float
     rows: int
     columns: int
-    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., p05: _Optional[float] = ..., p95: _Optional[float] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ...) -> None: ...
+    dark_fraction: float
+    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., p05: _Optional[float] = ..., p95: _Optional[float] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., dark_fraction: _Optional[float] = ...) -> None: ...

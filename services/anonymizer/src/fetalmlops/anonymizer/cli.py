@@ -12,10 +12,10 @@ from rich.progress import Progress
 
 from fetalmlops.anonymizer import pseudonyms
 from fetalmlops.anonymizer.pipeline import anonymize_dicom, anonymize_picture
-from fetalmlops.anonymizer.pixels import NoRegions
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.anonymizer.verify import Residue
+from fetalmlops.imaging.regions import NoRegions
 
 DICOM_PREAMBLE = 128  # PS3.10 7.1: "DICM" follows a 128-byte preamble
 

@@ -18,9 +18,7 @@ import pydicom
 from sqlalchemy import Engine
 
 from fetalmlops.anonymizer import catalog, pseudonyms
-from fetalmlops.anonymizer.harmonise import canonical, union
 from fetalmlops.anonymizer.pipeline import anonymize_dicom, anonymize_picture
-from fetalmlops.anonymizer.pixels import NoRegions, us_regions
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.anonymizer.verify import Residue
@@ -29,6 +27,8 @@ from fetalmlops.common.bus.consume import Handler
 from fetalmlops.common.db import Image, session_scope
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectInfo, ObjectNotFound, ObjectStore, content_key
+from fetalmlops.imaging.canonical import canonical, union
+from fetalmlops.imaging.regions import NoRegions, us_regions
 from fetalmlops.v1 import common_pb2, images_pb2
 
 log = logging.getLogger(__name__)

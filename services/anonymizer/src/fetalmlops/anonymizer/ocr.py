@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from fetalmlops.anonymizer.pixels import Box, TextFinder
+from fetalmlops.imaging.regions import Box, TextFinder
 
 TESSERACT = "tesseract"
 TIMEOUT_S = 60

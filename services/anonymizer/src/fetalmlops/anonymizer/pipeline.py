@@ -7,7 +7,6 @@ alone (every metadata chunk and EXIF block is dropped), cleaned by a mask or by 
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,15 +17,16 @@ from pydicom.filewriter import dcmwrite
 
 from fetalmlops.anonymizer import ocr
 from fetalmlops.anonymizer.deidentify import deidentify
-from fetalmlops.anonymizer.pixels import (
+from fetalmlops.anonymizer.profile.policy import Policy
+from fetalmlops.anonymizer.verify import verify
+from fetalmlops.imaging.quiet import quiet_pydicom
+from fetalmlops.imaging.regions import (
     Box,
     NoRegions,
     blank_outside,
     clean_pixel_data,
     region_mask,
 )
-from fetalmlops.anonymizer.profile.policy import Policy
-from fetalmlops.anonymizer.verify import verify
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,7 @@ class Anonymized:
 
 def anonymize_dicom(data: bytes, policy: Policy) -> Anonymized:
     """Raises NoRegions (pixels cannot be cleaned) or Residue (the gate found PHI)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's warnings quote values, which may be PHI
+    with quiet_pydicom():  # pydicom's warnings and logs quote values, which may be PHI
         source = pydicom.dcmread(io.BytesIO(data))
         result = deidentify(source, policy)
         if policy.clean_pixel_data:

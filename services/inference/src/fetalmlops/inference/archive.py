@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.util
+import io
 import json
 import shutil
 import sys
@@ -30,9 +31,14 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any, Protocol
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
+from PIL import Image
 
 from fetalmlops.common.store import ObjectStore
+from fetalmlops.imaging.statistics import STATISTICS_SIZE
+from fetalmlops.inference.dicom import Scanner, cleaned_request, is_dicom
 
 MODEL_STORE = "model-store"
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -42,7 +48,7 @@ PREPROCESSING_PARAMETERS = "preprocessing.json"
 CLASSES_FILE = "index_to_name.json"
 # What the archive's handler and preprocessing modules must offer this service.
 HANDLER_API = ("PlaneClassifier", "image_bytes", "read_classes")
-PREPROCESSING_API = ("Preprocessing", "decode")
+PREPROCESSING_API = ("Preprocessing", "to_tensor", "square_greyscale")
 # Far above any backbone the trainer offers; refuses a zip bomb before a byte is written.
 MAX_UNPACKED_BYTES = 4 * 1024**3
 
@@ -55,8 +61,14 @@ class Classifier(Protocol):
     """The archive's ``handler.PlaneClassifier``, as far as this service uses it."""
 
     classes: list[str]
+    model: Any  # the TorchScript module
+    device: torch.device
+    has_features: bool  # the model has ``forward_with_features`` (embeddings, Grad-CAM)
+    background: torch.Tensor | None  # preprocessed training images, SHAP's reference
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def prediction(self, probabilities: torch.Tensor) -> dict[str, Any]: ...
 
@@ -85,15 +97,47 @@ class Archive:
         classifier: Classifier = self.handler.PlaneClassifier.load(self.directory, device)
         return classifier
 
-    def image_tensor(self, item: object) -> torch.Tensor:
+    def decode(self, item: object) -> Decoded:
         """One request item (base64 text, image bytes, ``{"b64": ...}``) as the model's input.
 
-        Raises ValueError with the archive's own reason when the item is not a PNG or JPEG.
+        A DICOM file is first cleaned and harmonised into the canonical PNG the anonymizer
+        would publish for it (`dicom.cleaned_request`), the picture the model learnt from.
+        The picture is decoded once, by the archive's own code, into the model's input and
+        into the thumbnail image statistics are measured on. Raises ValueError with the
+        reason when the item is not a PNG or JPEG, and with a reason that quotes nothing of
+        the file when a DICOM cannot be cleaned.
         """
-        tensor: torch.Tensor = self.preprocessing.decode(
-            self.handler.image_bytes(item), self.transform
-        )
-        return tensor
+        data, scanner = self.handler.image_bytes(item), None
+        if is_dicom(data):
+            cleaned = cleaned_request(data)
+            data, scanner = cleaned.png, cleaned.scanner
+        try:
+            with Image.open(io.BytesIO(data)) as picture:
+                picture.load()
+                tensor = self.preprocessing.to_tensor(picture, self.transform)
+                thumbnail = self.preprocessing.square_greyscale(picture, STATISTICS_SIZE)
+                columns, rows = picture.size
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"not a PNG or JPEG image: {exc}") from None
+        return Decoded(tensor, np.asarray(thumbnail), rows, columns, scanner)
+
+    def decode_tensor(self, tensor: torch.Tensor) -> Decoded:
+        """An image sent already preprocessed, with the thumbnail of its grey levels."""
+        levels = tensor[0].numpy() * float(self.transform.std) + float(self.transform.mean)
+        grey = Image.fromarray(np.rint(np.clip(levels, 0, 1) * 255).astype(np.uint8))
+        thumbnail = self.preprocessing.square_greyscale(grey, STATISTICS_SIZE)
+        return Decoded(tensor, np.asarray(thumbnail), tensor.shape[1], tensor.shape[2])
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One image of a request: the model's input, and what its prediction event reports."""
+
+    tensor: torch.Tensor  # (channels, size, size), preprocessed by the archive's code
+    thumbnail: NDArray[np.uint8]  # the square greyscale thumbnail statistics are measured on
+    rows: int  # of the picture received
+    columns: int
+    scanner: Scanner | None = None
 
 
 def open_version(

@@ -49,28 +49,36 @@ def serve(
     source = model_dir or model_uri or own.model_uri
     if source is None:
         raise typer.BadParameter("give --model-dir or --model-uri (or set it in the environment)")
+    bind = settings.http_host if host is None else host
     # Imported here: the `fetalmlops` CLI loads every command when it starts, and kserve with
     # torch costs seconds (and kserve parses sys.argv when imported).
+    from fetalmlops.inference.guard import ServeRefused, bearer_tokens, require_token_off_loopback
+
+    try:
+        # Before kserve, torch and the model load: a server that may not start says so at once.
+        require_token_off_loopback(bind, bearer_tokens(own))
+    except ServeRefused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     from fetalmlops.inference.archive import ArchiveError
-    from fetalmlops.inference.main import open_predictor
-    from fetalmlops.inference.server import model_ready
-    from fetalmlops.inference.server import serve as serve_models
+    from fetalmlops.inference.main import build, run_serving
 
     configure_logging(settings)
     configure_tracing(settings)
     own = own.model_copy(update={"model_name": model_name or own.model_name})
     with tempfile.TemporaryDirectory(prefix="fetalmlops-serve-") as scratch:
+        cache = own.cache_dir or Path(scratch)
         try:
-            predictor = open_predictor(source, settings, own, own.cache_dir or Path(scratch))
+            serving = build(settings, own, cache, source)
         except ArchiveError as exc:
             typer.echo(f"cannot serve {source}: {exc}", err=True)
             raise typer.Exit(2) from None
-        serve_models(
-            [predictor],
-            settings.http_host if host is None else host,
-            settings.http_port if http_port is None else http_port,
-            {"model": model_ready([predictor])},
-        )
+        port = settings.http_port if http_port is None else http_port
+        try:
+            run_serving(serving, settings, own, cache, bind, port)
+        except ServeRefused as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
 
 
 # The same command standalone, for `python -m`-style use and tests.

@@ -1,7 +1,10 @@
-"""The inference service's shell: settings → the model version → KServe's ModelServer.
+"""The inference service's shell: settings → bus, model version, predictor → KServe's server.
 
 ``python -m fetalmlops.inference`` (the image's entry point) and ``fetalmlops run inference``
-serve ``FETALMLOPS_INFERENCE_MODEL_URI`` on ``FETALMLOPS_HTTP_HOST:FETALMLOPS_HTTP_PORT``.
+serve ``FETALMLOPS_INFERENCE_MODEL_URI`` on ``FETALMLOPS_HTTP_HOST:FETALMLOPS_HTTP_PORT``;
+``fetalmlops serve`` serves the version its options name through the same `build` and
+`run_serving`. Prediction events go to the configured bus, and with
+``FETALMLOPS_INFERENCE_RELOAD_ON_PROMOTION`` a thread follows `fetal.models.promoted`.
 Without a model configured the service still starts, live and unready (``/readyz`` 503), as on
 a platform where nothing has been trained yet; a configured model that cannot be loaded stops
 the process with the reason, so a deployment error is loud (and Kubernetes retries).
@@ -12,17 +15,22 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from fetalmlops.common.bus import Bus, open_bus
 from fetalmlops.common.service import ReadinessCheck
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
 from fetalmlops.common.telemetry import configure_logging, configure_tracing
-from fetalmlops.inference.archive import ArchiveError, open_version
-from fetalmlops.inference.predictor import PlanePredictor
+from fetalmlops.inference.archive import Archive, ArchiveError, open_version
+from fetalmlops.inference.guard import ServeRefused
+from fetalmlops.inference.predictor import Options, PlanePredictor
+from fetalmlops.inference.publisher import PredictionPublisher
+from fetalmlops.inference.reload import Follower, follow
 from fetalmlops.inference.server import model_ready, serve
 from fetalmlops.inference.settings import SERVICE_NAME, InferenceSettings
 
@@ -33,15 +41,43 @@ log = logging.getLogger(__name__)
 class Serving:
     predictors: list[PlanePredictor]
     readiness: dict[str, ReadinessCheck]
+    bus: Bus
+    publisher: PredictionPublisher
+
+
+def build(
+    settings: Settings, own: InferenceSettings, cache: Path, source: str | Path | None = None
+) -> Serving:
+    """Everything a server needs, the model at ``source`` (default: ``own.model_uri``)
+    loaded; raises ArchiveError."""
+    source = own.model_uri if source is None else source
+    bus = open_bus(settings)
+    publisher = PredictionPublisher(bus, settings.topics.predictions, settings.service_name)
+    options = Options(
+        own.max_batch_size, own.max_batch_delay_ms, own.explain_timeout_s, publisher.submit
+    )
+    try:
+        predictors = (
+            [] if source is None else [open_predictor(source, settings, own, cache, options)]
+        )
+    except ArchiveError:
+        publisher.close()
+        bus.close()
+        raise
+    return Serving(predictors, {"model": model_ready(predictors)}, bus, publisher)
 
 
 def open_predictor(
-    source: str | Path, settings: Settings, own: InferenceSettings, cache: Path
+    source: str | Path,
+    settings: Settings,
+    own: InferenceSettings,
+    cache: Path,
+    options: Options | None = None,
 ) -> PlanePredictor:
     """The version at ``source`` unpacked under ``cache`` and loaded; raises ArchiveError."""
-    archive = open_version(source, cache, store=lambda: open_store(settings))
+    archive = opener(settings, cache)(source)
     try:
-        predictor = PlanePredictor(archive, own.model_name, torch.device(own.device))
+        predictor = PlanePredictor(archive, own.model_name, torch.device(own.device), options)
         predictor.load()
     except (RuntimeError, OSError) as exc:
         raise ArchiveError(f"{archive.mar.name} does not load on {own.device}: {exc}") from exc
@@ -52,11 +88,33 @@ def open_predictor(
     return predictor
 
 
-def build(settings: Settings, own: InferenceSettings, cache: Path) -> Serving:
-    predictors = []
-    if own.model_uri:
-        predictors.append(open_predictor(own.model_uri, settings, own, cache))
-    return Serving(predictors, {"model": model_ready(predictors)})
+def opener(settings: Settings, cache: Path) -> Callable[[str | Path], Archive]:
+    def open_source(source: str | Path) -> Archive:
+        return open_version(source, cache, store=lambda: open_store(settings))
+
+    return open_source
+
+
+def run_serving(
+    serving: Serving, settings: Settings, own: InferenceSettings, cache: Path, host: str, port: int
+) -> None:
+    """Serves until SIGTERM; then stops following promotions and publishes what is queued.
+
+    Raises ServeRefused before serving when the bearer-token rules forbid it.
+    """
+    stops = []
+    if own.reload_on_promotion:
+        topics = settings.topics
+        for predictor in serving.predictors:
+            follower = Follower(predictor, opener(settings, cache))
+            stops.append(follow(serving.bus, follower, topics.models_promoted, topics.deadletter))
+    try:
+        serve(serving.predictors, own, host, port, serving.readiness)
+    finally:
+        for stop in stops:
+            stop.set()
+        serving.publisher.close()
+        serving.bus.close()
 
 
 def main() -> None:
@@ -70,4 +128,8 @@ def main() -> None:
         except ArchiveError as exc:
             log.error("cannot serve the configured model", extra={"reason": str(exc)})
             sys.exit(2)
-        serve(serving.predictors, settings.http_host, settings.http_port, serving.readiness)
+        try:
+            run_serving(serving, settings, own, cache, settings.http_host, settings.http_port)
+        except ServeRefused as exc:
+            log.error("refusing to serve", extra={"reason": str(exc)})
+            sys.exit(2)

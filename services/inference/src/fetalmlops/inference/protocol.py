@@ -2,18 +2,20 @@
 
 V1 (``POST /v1/models/<name>:predict``)::
 
-    {"instances": [{"b64": "<base64 PNG or JPEG>"}, ...]}
-    -> {"predictions": [{"label", "probabilities", "model_name", "model_version"}, ...]}
+    {"instances": [{"b64": "<base64 PNG, JPEG or DICOM>"}, ...]}
+    -> {"predictions": [{"label", "probabilities", "model_name", "model_version",
+                         "prediction_id"}, ...]}
 
 V2 (``POST /v2/models/<name>/infer``), exactly one input:
 
-* ``image``, BYTES, shape ``[N]``: each element a base64-encoded PNG or JPEG (raw image bytes
+* ``image``, BYTES, shape ``[N]``: each element a base64-encoded PNG, JPEG or DICOM (raw bytes
   too, where a caller in this process hands KServe's ``InferRequest`` bytes);
 * ``preprocessed``, FP32, shape ``[N, C, H, W]``: images already through the archive's
   preprocessing, C, H and W being the archive's own.
 
 and two outputs: ``probabilities`` (FP32 ``[N, classes]``, the class order in its ``classes``
-parameter) and ``label`` (BYTES ``[N]``).
+parameter) and ``label`` (BYTES ``[N]``). The response's ``prediction_ids`` parameter (a JSON
+list) names each prediction as `fetal.predictions` and clinician feedback do.
 
 Every client mistake is raised here as ``kserve.errors.InvalidInput``, which KServe's REST
 server answers with HTTP 400 and the reason; images are decoded by the archive's own code.
@@ -33,7 +35,7 @@ import torch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from fetalmlops.inference.archive import Archive, Classifier
+from fetalmlops.inference.archive import Archive, Classifier, Decoded
 
 IMAGE_INPUT = "image"
 TENSOR_INPUT = "preprocessed"
@@ -46,8 +48,14 @@ ANY = -1  # a variable dimension in V2 model metadata
 class Batch:
     """Preprocessed images, and the V2 request they came from (None for V1)."""
 
-    images: torch.Tensor
+    images: tuple[Decoded, ...]
     request: InferRequest | None = None
+    parameters: object = None  # a V1 body's "parameters" (what `:explain` is asked)
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The images stacked: (N, channels, size, size)."""
+        return torch.stack([image.tensor for image in self.images])
 
 
 def input_types(archive: Archive) -> list[dict[str, Any]]:
@@ -74,23 +82,25 @@ def v1_batch(payload: object, archive: Archive) -> Batch:
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise InvalidInput('the body is not JSON: expected {"instances": [...]}') from None
     if not isinstance(payload, dict) or "instances" not in payload:
-        raise InvalidInput('expected a JSON object {"instances": [{"b64": "<PNG or JPEG>"}]}')
+        raise InvalidInput(
+            'expected a JSON object {"instances": [{"b64": "<PNG, JPEG or DICOM>"}]}'
+        )
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise InvalidInput(f'"instances" must be a list, not {type(instances).__name__}')
     if not instances:
         raise InvalidInput('"instances" is empty: nothing to predict')
-    return Batch(images_from(instances, archive, "instance"))
+    return Batch(images_from(instances, archive, "instance"), None, payload.get("parameters"))
 
 
-def images_from(items: Sequence[object], archive: Archive, what: str) -> torch.Tensor:
-    tensors = []
+def images_from(items: Sequence[object], archive: Archive, what: str) -> tuple[Decoded, ...]:
+    images = []
     for index, item in enumerate(items):
         try:
-            tensors.append(archive.image_tensor(item))
+            images.append(archive.decode(item))
         except ValueError as exc:
             raise InvalidInput(f"{what} {index}: {exc}") from None
-    return torch.stack(tensors)
+    return tuple(images)
 
 
 def v2_batch(request: InferRequest, archive: Archive) -> Batch:
@@ -106,7 +116,7 @@ def v2_batch(request: InferRequest, archive: Archive) -> Batch:
         return Batch(v2_tensor(infer_input, archive), request)
     raise InvalidInput(
         f"unknown input {infer_input.name!r}: this model takes {IMAGE_INPUT!r} (BYTES, "
-        f"base64 PNG or JPEG) or {TENSOR_INPUT!r} (FP32 {[ANY, *archive.input_shape]})"
+        f"base64 PNG, JPEG or DICOM) or {TENSOR_INPUT!r} (FP32 {[ANY, *archive.input_shape]})"
     )
 
 
@@ -119,10 +129,11 @@ def declared_size(infer_input: InferInput) -> int:
     return math.prod(shape)
 
 
-def v2_images(infer_input: InferInput, archive: Archive) -> torch.Tensor:
+def v2_images(infer_input: InferInput, archive: Archive) -> tuple[Decoded, ...]:
     if infer_input.datatype != "BYTES":
         raise InvalidInput(
-            f"input {IMAGE_INPUT!r} must be BYTES (base64 PNG or JPEG), not {infer_input.datatype}"
+            f"input {IMAGE_INPUT!r} must be BYTES (base64 PNG, JPEG or DICOM), "
+            f"not {infer_input.datatype}"
         )
     items = flattened(infer_input.data)
     if len(items) != declared_size(infer_input):
@@ -150,7 +161,7 @@ def flattened(data: object) -> list[object]:
     return items
 
 
-def v2_tensor(infer_input: InferInput, archive: Archive) -> torch.Tensor:
+def v2_tensor(infer_input: InferInput, archive: Archive) -> tuple[Decoded, ...]:
     expected = [ANY, *archive.input_shape]
     if infer_input.datatype != "FP32":
         raise InvalidInput(f"input {TENSOR_INPUT!r} must be FP32, not {infer_input.datatype}")
@@ -172,11 +183,16 @@ def v2_tensor(infer_input: InferInput, archive: Archive) -> torch.Tensor:
     if not np.isfinite(values).all():
         raise InvalidInput(f"input {TENSOR_INPUT!r} holds NaN or infinite values")
     # A copy: KServe's binary tensors are read-only views of the request body.
-    return torch.tensor(values.reshape(shape), dtype=torch.float32)
+    tensors = torch.tensor(values.reshape(shape), dtype=torch.float32)
+    return tuple(archive.decode_tensor(tensor) for tensor in tensors)
 
 
 def v1_response(
-    probabilities: torch.Tensor, classifier: Classifier, model_name: str, model_version: str
+    probabilities: torch.Tensor,
+    classifier: Classifier,
+    model_name: str,
+    model_version: str,
+    prediction_ids: Sequence[str],
 ) -> dict[str, Any]:
     return {
         "predictions": [
@@ -184,8 +200,9 @@ def v1_response(
                 **classifier.prediction(row),
                 "model_name": model_name,
                 "model_version": model_version,
+                "prediction_id": prediction_id,
             }
-            for row in probabilities
+            for row, prediction_id in zip(probabilities, prediction_ids, strict=True)
         ]
     }
 
@@ -196,6 +213,7 @@ def v2_response(
     classifier: Classifier,
     model_name: str,
     model_version: str,
+    prediction_ids: Sequence[str],
 ) -> InferResponse:
     labels = [str(classifier.prediction(row)["label"]) for row in probabilities]
     outputs = [
@@ -214,6 +232,7 @@ def v2_response(
         model_name=model_name,
         model_version=model_version,
         infer_outputs=outputs,
+        parameters={"prediction_ids": json.dumps(list(prediction_ids))},
         use_binary_outputs=request.use_binary_outputs,
         requested_outputs=request.request_outputs,
     )

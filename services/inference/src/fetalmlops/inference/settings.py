@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAME = "inference"
@@ -30,3 +30,33 @@ class InferenceSettings(BaseSettings):
         "directory per start.",
     )
     device: str = Field("cpu", description="Torch device the model runs on (`cpu`, `cuda:0`).")
+    tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens a request may present (`Authorization: Bearer <token>`), as a "
+        'JSON list (`["t1","t2"]`). With none here nor in `tokens_file`, the server answers on '
+        "loopback only.",
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description="A file of bearer tokens, one per line (a mounted Kubernetes Secret); read "
+        "at start, added to `tokens`.",
+    )
+    max_request_bytes: int = Field(
+        32 * 1024**2, ge=1024, description="Largest request body accepted (HTTP 413 beyond)."
+    )
+    max_batch_size: int = Field(
+        16, ge=1, description="Most images one model run takes when requests are micro-batched."
+    )
+    max_batch_delay_ms: float = Field(
+        2.0,
+        ge=0,
+        description="How long a request waits for others to share its model run (0: no batching).",
+    )
+    explain_timeout_s: float = Field(
+        20.0, gt=0, description="Time budget of one `:explain` request (SHAP samples fewer to fit)."
+    )
+    reload_on_promotion: bool = Field(
+        True,
+        description="Follow `fetal.models.promoted`: load each new production version of the "
+        "served model and switch to it without dropping a request.",
+    )

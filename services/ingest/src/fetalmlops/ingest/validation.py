@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from fetalmlops.imaging.quiet import quiet_pydicom
 from fetalmlops.ingest.settings import IngestSettings
 
 DICOM, PNG, JPEG = "application/dicom", "image/png", "image/jpeg"
@@ -85,8 +86,7 @@ def _check_size(rows: int, columns: int, frames: int, limits: IngestSettings) ->
 
 def validate_dicom(data: bytes, limits: IngestSettings) -> ValidImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's warnings quote values, which may be PHI
+        with quiet_pydicom():  # pydicom's warnings and logs quote values, which may be PHI
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=False)
             modality, sop_class = str(ds.get("Modality", "")), str(ds.get("SOPClassUID", ""))
             rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
@@ -103,8 +103,7 @@ def validate_dicom(data: bytes, limits: IngestSettings) -> ValidImage:
         raise Invalid(Verdict.CORRUPT, "no pixel data")
     _check_size(rows, columns, frames, limits)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # inconsistencies surface as the shape check below
+        with quiet_pydicom():  # inconsistencies surface as the shape check below
             pixels = ds.pixel_array  # JPEG baseline, JPEG 2000 and RLE decode through pylibjpeg
     except Exception as exc:  # every decoder raises its own types; all mean the same here
         raise Invalid(

@@ -2,7 +2,8 @@
 
 `BACKBONES` is a table, not a chain of `if`s: per backbone, the function that builds it (always
 with `weights=None`: nothing is ever downloaded, pretrained weights come only from a local file),
-the dotted path of its classification head, and the input size it is meant to run at. `build`
+the dotted path of its classification head, that of its last spatial feature map (what Grad-CAM
+reads, see `servable.Servable`), and the input size it is meant to run at. `build`
 replaces that head with a fresh `nn.Linear(features, num_classes)` and, given a weights file,
 loads every encoder tensor from it and refuses a file that does not fit the encoder exactly.
 
@@ -69,26 +70,41 @@ class TinyNet(nn.Module):
 class Backbone:
     make: Callable[[], nn.Module]
     head: str  # dotted path of the nn.Linear that classifies
+    # Dotted path of the submodule giving the last spatial feature map (N, C, h, w), or a
+    # vision transformer's tokens (N, 1 + h*w, C), read from each model's forward.
+    features: str
     input_size: int  # the side the network is meant to see (torchvision's evaluation crop)
 
 
+# A ViT's last encoder output reaches the head through its class token only, so its patch
+# tokens get no gradient: Grad-CAM reads the tokens entering the last block's attention
+# instead, where the class token last looks at the patches.
+VIT_B_16_LAST_BLOCK = "encoder.layers.encoder_layer_11.ln_1"
+
 BACKBONES: Mapping[str, Backbone] = {
-    "tiny": Backbone(TinyNet, "classifier", 128),
-    "resnet18": Backbone(lambda: models.resnet18(weights=None), "fc", 224),
-    "resnet50": Backbone(lambda: models.resnet50(weights=None), "fc", 224),
-    "efficientnet_b0": Backbone(lambda: models.efficientnet_b0(weights=None), "classifier.1", 224),
+    # features.13 is the ReLU closing the last conv block, before the global pooling.
+    "tiny": Backbone(TinyNet, "classifier", "features.13", 128),
+    "resnet18": Backbone(lambda: models.resnet18(weights=None), "fc", "layer4", 224),
+    "resnet50": Backbone(lambda: models.resnet50(weights=None), "fc", "layer4", 224),
+    "efficientnet_b0": Backbone(
+        lambda: models.efficientnet_b0(weights=None), "classifier.1", "features", 224
+    ),
     "efficientnet_v2_s": Backbone(
-        lambda: models.efficientnet_v2_s(weights=None), "classifier.1", 384
+        lambda: models.efficientnet_v2_s(weights=None), "classifier.1", "features", 384
     ),
     "mobilenet_v3_small": Backbone(
-        lambda: models.mobilenet_v3_small(weights=None), "classifier.3", 224
+        lambda: models.mobilenet_v3_small(weights=None), "classifier.3", "features", 224
     ),
     "mobilenet_v3_large": Backbone(
-        lambda: models.mobilenet_v3_large(weights=None), "classifier.3", 224
+        lambda: models.mobilenet_v3_large(weights=None), "classifier.3", "features", 224
     ),
-    "convnext_tiny": Backbone(lambda: models.convnext_tiny(weights=None), "classifier.2", 224),
+    "convnext_tiny": Backbone(
+        lambda: models.convnext_tiny(weights=None), "classifier.2", "features", 224
+    ),
     # The patch embedding's position table is sized for 224 (14 × 14 patches of 16).
-    "vit_b_16": Backbone(lambda: models.vit_b_16(weights=None), "heads.head", 224),
+    "vit_b_16": Backbone(
+        lambda: models.vit_b_16(weights=None), "heads.head", VIT_B_16_LAST_BLOCK, 224
+    ),
 }
 
 

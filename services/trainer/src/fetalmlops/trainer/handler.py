@@ -22,6 +22,12 @@ What a batch looks like (read from TorchServe 0.12's ``ts/service.py``,
 Both envelopes read only the first request of a batch, so a KServe deployment runs with
 ``batchSize`` 1 (see ``packaging.WorkerSettings``).
 
+Beyond TorchServe, our inference service reads more of the archive through `PlaneClassifier`:
+``scores`` gives the head's input (embedding) beside the probabilities, from the TorchScript's
+``forward_with_features`` when the archive has it, and ``background`` holds SHAP's background
+images (``background.npy``) when the archive carries them. Archives from before either keep
+working, without them.
+
 Errors: a request whose body is not an image gets ``{"error": ...}`` (and HTTP 400 when each
 item is its own request) while the rest of the batch is answered. An exception escaping
 ``handle`` does not kill the worker either: ``ts.service.Service.predict`` answers every request
@@ -40,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 if __package__:
@@ -51,6 +58,8 @@ else:  # inside TorchServe: the archive's own copy, next to this file
 
 MODEL_FILE = "model.pt"
 CLASSES_FILE = "index_to_name.json"
+BACKGROUND_FILE = "background.npy"
+FEATURES_METHOD = "forward_with_features"
 
 # KServe v1 names an encoded image "b64"; TorchServe names a raw body "body" and a multipart
 # field by its name ("data" by convention, also the key of the KServe examples' instances).
@@ -116,6 +125,16 @@ def image_bytes(item: object, depth: int = 0) -> bytes:
     raise ValueError(f"request body of type {type(item).__name__} holds no image")
 
 
+def read_background(path: Path) -> torch.Tensor | None:
+    """``background.npy`` as a (B, C, H, W) float32 tensor, None when the archive has none."""
+    if not path.exists():
+        return None
+    array = np.load(path, allow_pickle=False)
+    if array.ndim != 4 or array.dtype != np.float32:
+        raise ValueError(f"{path.name} holds {array.dtype} {array.shape}, not (B, C, H, W) float32")
+    return torch.from_numpy(array)
+
+
 def device_for(context: Any) -> torch.device:
     gpu_id = context.system_properties.get("gpu_id")
     if gpu_id is not None and torch.cuda.is_available():
@@ -124,7 +143,11 @@ def device_for(context: Any) -> torch.device:
 
 
 class PlaneClassifier:
-    """What one worker holds: the TorchScript model, its preprocessing and its class names."""
+    """What one worker holds: the TorchScript model, its preprocessing and its class names.
+
+    ``background`` is SHAP's background (B, C, H, W) float32 on the CPU, None when the archive
+    has none; ``has_features`` says whether the model gives embeddings (``scores``).
+    """
 
     def __init__(
         self,
@@ -132,11 +155,14 @@ class PlaneClassifier:
         preprocessing: Preprocessing,
         classes: Sequence[str],
         device: torch.device,
+        background: torch.Tensor | None = None,
     ) -> None:
         self.model = model
         self.preprocessing = preprocessing
         self.classes = list(classes)
         self.device = device
+        self.background = background
+        self.has_features = hasattr(model, FEATURES_METHOD)
 
     @classmethod
     def load(cls, model_dir: Path, device: torch.device) -> PlaneClassifier:
@@ -149,14 +175,32 @@ class PlaneClassifier:
             ).eval()
         preprocessing = Preprocessing.from_json((model_dir / PREPROCESSING_FILE).read_text())
         classes = read_classes((model_dir / CLASSES_FILE).read_text())
-        return cls(model, preprocessing, classes, device)
+        background = read_background(model_dir / BACKGROUND_FILE)
+        return cls(model, preprocessing, classes, device, background)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             logits = self.model(images.to(self.device))
-        if logits.shape != (len(images), len(self.classes)):
+        return self._softmax(logits, len(images))
+
+    def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Probabilities (N, classes) and embeddings (N, D) float32, both on the CPU, of one
+        forward pass; the embeddings are None when the model does not give them."""
+        if not self.has_features:
+            return self.probabilities(images), None
+        with torch.inference_mode():
+            logits, embeddings, _ = getattr(self.model, FEATURES_METHOD)(images.to(self.device))
+        if embeddings.dim() != 2 or len(embeddings) != len(images):
             raise RuntimeError(
-                f"model answered shape {tuple(logits.shape)} for {len(images)} images of "
+                f"model answered embeddings of shape {tuple(embeddings.shape)} for "
+                f"{len(images)} images"
+            )
+        return self._softmax(logits, len(images)), embeddings.float().cpu()
+
+    def _softmax(self, logits: torch.Tensor, count: int) -> torch.Tensor:
+        if logits.shape != (count, len(self.classes)):
+            raise RuntimeError(
+                f"model answered shape {tuple(logits.shape)} for {count} images of "
                 f"{len(self.classes)} classes"
             )
         return torch.softmax(logits.float(), dim=1).cpu()

@@ -5,6 +5,7 @@ carbon meter), calibrates, evaluates in and out of domain, measures efficiency, 
 version in KServe's layout with everything a reviewer needs beside it:
 
     <dir>/model-store/<model>.mar        TorchScript + handler + preprocessing (+ parameters)
+                                         + SHAP background (validation images)
     <dir>/config/config.properties       KServe's TorchServe runtime configuration
     <dir>/model-card.md                  what it is for, how good, where it fails, its carbon
     <dir>/confusion_matrix.png, reliability.png
@@ -32,7 +33,6 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 from sqlalchemy import Engine
-from torch import nn
 
 from fetalmlops.common.bus import Bus, publish_event
 from fetalmlops.common.db import ModelVersion, session_scope
@@ -40,6 +40,7 @@ from fetalmlops.common.db.columns import utcnow
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore
 from fetalmlops.datasets.readers import Split
+from fetalmlops.imaging.statistics import STATISTICS_SIZE
 from fetalmlops.trainer import carbon, catalog, reference, registry
 from fetalmlops.trainer.backbones import backbone
 from fetalmlops.trainer.card import CardFacts, model_card
@@ -54,14 +55,17 @@ from fetalmlops.trainer.evaluation import (
     softmax,
 )
 from fetalmlops.trainer.packaging import build_mar, export_torchscript
-from fetalmlops.trainer.preprocessing import square_greyscale
+from fetalmlops.trainer.preprocessing import Preprocessing, decode, square_greyscale
+from fetalmlops.trainer.servable import Calibrated, background_indices
 from fetalmlops.trainer.snapshots import CLASSES, Entry, Manifest
 from fetalmlops.trainer.training import TrainConfig, TrainResult, predict_logits, train
 from fetalmlops.v1 import models_pb2
 
 log = logging.getLogger(__name__)
 Loader = Callable[[Entry], Callable[[], bytes]]
-STATISTICS_SIZE = 64  # side of the thumbnails image statistics are computed on
+# SHAP's background: its expectations are averages over these images, and every explanation
+# runs the model on each of them.
+BACKGROUND_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -82,22 +86,6 @@ class Packaged:
     metrics: dict[str, Any]
     drift_reference: dict[str, Any]
     footprint: carbon.Footprint | None
-
-
-class Calibrated(nn.Module):
-    """The served model: logits divided by the temperature fitted on validation, so the
-    handler's softmax gives calibrated probabilities (Guo et al. 2017)."""
-
-    def __init__(self, model: nn.Module, temperature: float) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
-
-    temperature: torch.Tensor
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.model(images)
-        return logits / self.temperature
 
 
 def training_run(model_name: str, snapshot_id: str, config: TrainConfig, fold: int = 0) -> str:
@@ -146,12 +134,18 @@ def fit_and_package(
     drift = scored.drift_reference(val_set, softmax(result.val_logits, temperature))
 
     directory = workdir / "model"
+    spec = backbone(config.backbone)
     torchscript = export_torchscript(
         Calibrated(result.model, temperature),
         torch.zeros(2, prep.channels, prep.size, prep.size),
         workdir / "model.pt",
+        head=f"model.{spec.head}",
+        features=f"model.{spec.features}",
     )
-    build_mar(request.model_name, version, torchscript, prep, classes, directory)
+    background = shap_background(val_set, load, prep, config.seed)
+    build_mar(
+        request.model_name, version, torchscript, prep, classes, directory, background=background
+    )
     card = CardFacts(
         model_name=request.model_name,
         version=version,
@@ -257,6 +251,14 @@ def _batches(
     images = LabelledImages(items(entries, load), prep)
     rows = [images[i] for i in range(len(images))]
     return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def shap_background(
+    entries: Sequence[Entry], load: Loader, prep: Preprocessing, seed: int
+) -> NDArray[np.float32]:
+    """`BACKGROUND_SIZE` of ``entries``, class-stratified and seeded, preprocessed as served."""
+    chosen = background_indices([CLASSES.index(e.plane) for e in entries], BACKGROUND_SIZE, seed)
+    return np.stack([decode(load(entries[i])(), prep).numpy() for i in chosen])
 
 
 def thumbnail(data: bytes) -> NDArray[np.uint8]:

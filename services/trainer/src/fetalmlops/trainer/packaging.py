@@ -10,11 +10,15 @@ KServe's TorchServe runtime mounts a version's storageUri at ``/mnt/models`` and
 The archive carries the TorchScript (``model.pt``), the handler, the preprocessing code *and*
 its parameters (``preprocessing.json``) and the class names (``index_to_name.json``): our own
 KServe ModelServer unpacks the same file and needs nothing else to answer exactly as TorchServe.
+The TorchScript has a second method, ``forward_with_features`` (see `servable.Servable`), and
+the archive may carry SHAP's background images (``background.npy``): what the inference
+service needs to measure drift on live traffic and to explain a prediction.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -28,21 +32,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
-from fetalmlops.trainer.handler import CLASSES_FILE, MODEL_FILE
+from fetalmlops.trainer.handler import BACKGROUND_FILE, CLASSES_FILE, MODEL_FILE
 from fetalmlops.trainer.preprocessing import FILENAME as PREPROCESSING_FILE
 from fetalmlops.trainer.preprocessing import Preprocessing
+from fetalmlops.trainer.servable import FEATURES_METHOD, Servable
 
 HERE = Path(__file__).parent
 HANDLER_SOURCE = HERE / "handler.py"
 PREPROCESSING_SOURCE = HERE / "preprocessing.py"
 MANIFEST = "MAR-INF/MANIFEST.json"
 RESERVED_FILES = frozenset(
-    {MODEL_FILE, "handler.py", "preprocessing.py", PREPROCESSING_FILE, CLASSES_FILE, "MAR-INF"}
-)
+    {
+        MODEL_FILE, "handler.py", "preprocessing.py", PREPROCESSING_FILE, CLASSES_FILE,
+        BACKGROUND_FILE, "MAR-INF",
+    }
+)  # fmt: skip
 # torch-model-archiver's own rule (ModelExportUtils.check_model_name_regex_or_exit), checked
 # here because the archiver answers a bad name with sys.exit and no message worth reading.
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
@@ -80,30 +91,63 @@ class WorkerSettings:
 
 
 def export_torchscript(
-    model: nn.Module, example: torch.Tensor, path: Path, *, atol: float = 1e-5
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    head: str,
+    features: str,
+    atol: float = 1e-5,
 ) -> Path:
     """Traces a CPU, eval-mode copy of ``model`` and saves it; raises ExportMismatch.
 
-    The saved file is loaded back and compared with the eager model on ``example`` and on a
-    batch one larger, so a batch size baked in by tracing is caught before serving batches.
+    The TorchScript has ``forward(x) -> logits`` and ``forward_with_features(x) -> (logits,
+    embedding, feature_map)``, ``head`` and ``features`` being dotted paths in ``model`` (see
+    `servable.Servable`). The saved file is loaded back and both methods are compared with the
+    eager model on ``example`` and on a batch one larger, so a batch size baked in by tracing
+    is caught before serving batches.
     """
-    eager = copy.deepcopy(model).cpu().eval()
+    eager = Servable(copy.deepcopy(model).cpu().eval(), head, features).eval()
+    # Grad-CAM differentiates the loaded file: a linear probe's frozen encoder would leave the
+    # feature map without a gradient. Tracing with gradients on also keeps
+    # nn.MultiheadAttention off its fused inference kernel, which has no derivative.
+    eager.requires_grad_(True)
     example = example.detach().cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings():
         # TorchScript is deprecated in favour of torch.export, but it is what TorchServe 0.12's
         # workers and our inference service load.
         warnings.filterwarnings("ignore", message="`torch.jit", category=FutureWarning)
-        torch.jit.save(torch.jit.trace(eager, example), str(path))  # type: ignore[no-untyped-call]
+        # No check_trace: the comparison below, after reloading and on two batch sizes, is the
+        # stronger check, and tracing's own would trace everything a second time.
+        traced = torch.jit.trace_module(  # type: ignore[no-untyped-call]
+            eager, {"forward": example, FEATURES_METHOD: example}, check_trace=False
+        )
+        torch.jit.save(traced, str(path))
         exported = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
-        for inputs in (example, torch.cat([example, example[:1].flip(-1)])):
-            problem = mismatch(eager(inputs), exported(inputs), atol)
-            if problem:
-                raise ExportMismatch(
-                    f"TorchScript export of {type(model).__name__} differs from the eager "
-                    f"model on a batch of {len(inputs)}: {problem}"
-                )
+        with torch.no_grad():
+            for inputs in (example, torch.cat([example, example[:1].flip(-1)])):
+                problem = export_mismatch(eager, exported, inputs, atol)
+                if problem:
+                    raise ExportMismatch(
+                        f"TorchScript export of {type(model).__name__} differs from the eager "
+                        f"model on a batch of {len(inputs)}: {problem}"
+                    )
     return path
+
+
+def export_mismatch(
+    eager: Servable, exported: torch.jit.ScriptModule, inputs: torch.Tensor, atol: float
+) -> str | None:
+    """What of the exported methods' outputs differs from the eager model's, if anything."""
+    expected = (eager(inputs), *eager.forward_with_features(inputs))
+    actual = (exported(inputs), *getattr(exported, FEATURES_METHOD)(inputs))
+    names = ("logits", f"{FEATURES_METHOD} logits", "embedding", "feature map")
+    for name, wanted, got in zip(names, expected, actual, strict=True):
+        problem = mismatch(wanted, got, atol)
+        if problem:
+            return f"{name}: {problem}"
+    return None
 
 
 def mismatch(expected: torch.Tensor, actual: torch.Tensor, atol: float) -> str | None:
@@ -187,10 +231,17 @@ def build_mar(
     root: Path,
     extra_files: Mapping[str, bytes] = NO_EXTRA_FILES,
     *,
+    background: NDArray[np.float32] | None = None,
     workers: WorkerSettings = WorkerSettings(),
 ) -> ModelLayout:
-    """Writes ``<root>/model-store/<model_name>.mar`` and ``<root>/config/config.properties``."""
+    """Writes ``<root>/model-store/<model_name>.mar`` and ``<root>/config/config.properties``.
+
+    ``background``, SHAP's background images (B, channels, size, size) preprocessed as served,
+    goes into the archive as ``background.npy``; an archive without one explains nothing.
+    """
     check_archive_inputs(model_name, version, classes, extra_files)
+    if background is not None:
+        check_background(background, preprocessing)
     model_store, config_dir = root / "model-store", root / "config"
     model_store.mkdir(parents=True, exist_ok=True)
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -203,6 +254,7 @@ def build_mar(
             "preprocessing.py": PREPROCESSING_SOURCE.read_bytes(),
             PREPROCESSING_FILE: preprocessing.to_json().encode(),
             CLASSES_FILE: index_to_name(classes).encode(),
+            **({} if background is None else {BACKGROUND_FILE: npy_bytes(background)}),
             **extra_files,
         }
         for name, content in extras.items():
@@ -213,6 +265,26 @@ def build_mar(
     config = config_dir / "config.properties"
     config.write_text(config_properties(model_name, version, workers))
     return ModelLayout(root=root, mar=model_store / f"{model_name}.mar", config_properties=config)
+
+
+def check_background(background: NDArray[np.float32], preprocessing: Preprocessing) -> None:
+    side = preprocessing.size
+    expected = (preprocessing.channels, side, side)
+    if background.ndim != 4 or len(background) < 1 or background.shape[1:] != expected:
+        raise ValueError(
+            f"background must be (B >= 1, {', '.join(map(str, expected))}) images preprocessed "
+            f"as served, got shape {background.shape}"
+        )
+    if background.dtype != np.float32:
+        raise ValueError(f"background must be float32, the model's input, not {background.dtype}")
+    if not np.isfinite(background).all():
+        raise ValueError("background holds NaN or infinity")
+
+
+def npy_bytes(array: NDArray[Any]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def archive(

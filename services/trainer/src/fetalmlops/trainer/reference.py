@@ -13,15 +13,13 @@ model's world can shift (DESIGN.md, monitor):
 
 Everything here is a pure function of arrays, and a `DriftReference` is plain JSON (it is stored
 in the model registry's ``drift_reference`` column). The statistics the inference side must
-compute on live images are defined precisely enough to be recomputed without this package:
-`per_image_statistics` for the images and `random_projection` for embeddings wider than
-`MAX_SAMPLED_DIM`.
+compute on live images, `per_image_statistics` for the images and `random_projection` for
+embeddings wider than `MAX_SAMPLED_DIM`, live in `fetalmlops.imaging.statistics`, shared with
+the inference service and the monitor.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -31,21 +29,18 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from fetalmlops.imaging.statistics import (
+    MAX_SAMPLED_DIM,
+    PROJECTED_DIM,
+    PROJECTION_RECIPE,
+    PROJECTION_SEED,
+    per_image_statistics,
+    projected,
+)
+
 CONFIDENCE_BINS = 20
 QUANTILES = (5, 25, 50, 75, 95)
-# Below 5 % of full scale: the black surround of the imaging sector and anechoic fluid. Gain,
-# depth and sector width move this share well before they move the mean brightness much.
-DARK_LEVEL = 0.05
-# Sample rows wider than this are projected: a two-sample test in 512 or 2048 dimensions from a
-# few hundred rows has little power, and the JSON would weigh megabytes.
-MAX_SAMPLED_DIM = 64
-PROJECTED_DIM = 32
-PROJECTION_RECIPE = (
-    "x @ R, R[i, j] = (+1 if bit j of sha256(f'{seed}:{i}'.encode()) is 0 else -1) / "
-    "sqrt(out_dim), bits numbered from the most significant bit of the first byte"
-)
 ROW_SUM_TOLERANCE = 1e-3
-SHA256_BITS = 256
 
 
 @dataclass(frozen=True)
@@ -107,23 +102,6 @@ def drift_reference(
     )
 
 
-def per_image_statistics(pixels: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
-    """Per image of ``pixels`` (n, h, w): ``mean_intensity``, ``contrast``, ``dark_fraction``.
-
-    Pixels are greyscale, uint8 (divided by 255) or float in [0, 1]: the square greyscale
-    picture of `fetalmlops.trainer.preprocessing.square_greyscale`, before the model's
-    normalisation, which is what the inference service has decoded too. ``mean_intensity`` is
-    the mean level, ``contrast`` the (population) standard deviation of the levels, and
-    ``dark_fraction`` the share of pixels strictly below `DARK_LEVEL`.
-    """
-    levels = _levels(pixels).reshape(len(pixels), -1)
-    return {
-        "mean_intensity": levels.mean(axis=1),
-        "contrast": levels.std(axis=1),
-        "dark_fraction": (levels < DARK_LEVEL).mean(axis=1),
-    }
-
-
 def image_statistics(pixels: NDArray[Any]) -> dict[str, dict[str, float]]:
     """Each of `per_image_statistics` summarised over the images.
 
@@ -149,8 +127,9 @@ def embedding_summary(
 
     The sample is at most ``max_sample`` rows drawn without replacement by
     ``numpy.random.default_rng(seed)``, in their original order. Rows wider than
-    `MAX_SAMPLED_DIM` are projected to `PROJECTED_DIM` by `random_projection` (``projection``
-    then describes it, else it is ``None``); ``mean`` and ``std`` stay in the full dimension.
+    `MAX_SAMPLED_DIM` are projected to `PROJECTED_DIM` by `random_projection` with the shared
+    `PROJECTION_SEED`, as prediction events project theirs (``projection`` then describes it,
+    else it is ``None``); ``mean`` and ``std`` stay in the full dimension.
     """
     matrix = np.asarray(embeddings, dtype=np.float64)
     if matrix.ndim != 2 or matrix.size == 0:
@@ -159,15 +138,14 @@ def embedding_summary(
         raise ValueError(f"max_sample must be at least 1, got {max_sample}")
     n, dim = matrix.shape
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_sample), replace=False))
-    sample = matrix[rows]
+    sample = projected(matrix[rows])
     projection = None
     if dim > MAX_SAMPLED_DIM:
-        sample = sample @ random_projection(dim, PROJECTED_DIM, seed)
         projection = {
             "method": "rademacher",
             "in_dim": dim,
             "out_dim": PROJECTED_DIM,
-            "seed": seed,
+            "seed": PROJECTION_SEED,
             "recipe": PROJECTION_RECIPE,
         }
     return {
@@ -177,24 +155,8 @@ def embedding_summary(
         "sample": sample.tolist(),
         "sample_rows": len(rows),
         "projection": projection,
-        "projection_seed": seed,
+        "projection_seed": PROJECTION_SEED,
     }
-
-
-def random_projection(in_dim: int, out_dim: int, seed: int) -> NDArray[np.float64]:
-    """A fixed (in_dim, out_dim) random sign matrix scaled by 1/sqrt(out_dim).
-
-    A Johnson–Lindenstrauss projection (Achlioptas 2003): distances between rows are kept
-    within a small factor. Its signs come from SHA-256 rather than a numpy generator, whose
-    streams numpy does not promise to keep across versions, so the inference service and the
-    monitor can rebuild it from `PROJECTION_RECIPE` alone, in any language.
-    """
-    if in_dim < 1 or not 1 <= out_dim <= SHA256_BITS:
-        raise ValueError(f"need in_dim >= 1 and 1 <= out_dim <= 256, got {in_dim}, {out_dim}")
-    digests = b"".join(hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in range(in_dim))
-    bits = np.unpackbits(np.frombuffer(digests, dtype=np.uint8)).reshape(in_dim, SHA256_BITS)
-    signs = 1.0 - 2.0 * bits[:, :out_dim].astype(np.float64)
-    return signs / math.sqrt(out_dim)
 
 
 def embeddings(model: nn.Module, head: str, batches: Iterable[torch.Tensor]) -> NDArray[np.float32]:
@@ -253,20 +215,6 @@ def _check(
     if not np.isfinite(embeddings).all():
         raise ValueError("embeddings contain NaN or infinity")
     return n, k
-
-
-def _levels(pixels: NDArray[Any]) -> NDArray[np.float64]:
-    array = np.asarray(pixels)
-    if array.ndim != 3 or array.shape[0] == 0 or array.size == 0:
-        raise ValueError(f"pixels must be (n >= 1, h, w) greyscale images, got {array.shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float64) / 255.0
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"pixels must be uint8 or float in [0, 1], got {array.dtype}")
-    levels = array.astype(np.float64)
-    if not np.isfinite(levels).all() or levels.min() < 0 or levels.max() > 1:
-        raise ValueError("float pixels must lie in [0, 1]")
-    return levels
 
 
 def _shares(indices: NDArray[np.integer[Any]], k: int) -> list[float]:

@@ -3,6 +3,9 @@
 Greyscale, cropped to the imaging region, padded to a square and resized, 8-bit PNG. The
 pixels inside the region are only resampled: no contrast or speckle processing happens here,
 so a model sees what the scanner showed.
+
+The anonymizer publishes this picture for every study; the inference service recomputes it from
+a DICOM request, so a model is served exactly the picture it was trained on.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from fetalmlops.anonymizer.pixels import Box
+from fetalmlops.imaging.regions import Box
 
 CANONICAL_SIZE = 256
 
@@ -30,6 +33,8 @@ def greyscale(pixels: NDArray[np.generic]) -> NDArray[np.uint8]:
 
 
 def canonical(pixels: NDArray[np.generic], region: Box | None, size: int = CANONICAL_SIZE) -> bytes:
+    """One frame (rows, columns (, 3)) cropped to ``region``, centred on black in a square,
+    resized to ``size`` and encoded as an 8-bit greyscale PNG."""
     grey = greyscale(pixels)
     if region is not None:
         x0, y0, x1, y1 = region
@@ -44,6 +49,7 @@ def canonical(pixels: NDArray[np.generic], region: Box | None, size: int = CANON
 
 
 def union(regions: list[Box]) -> Box | None:
+    """The smallest box holding every one of ``regions``; None for none."""
     if not regions:
         return None
     return (

@@ -3,6 +3,9 @@
 Scanners burn the patient banner into the frame outside the sector; the
 SequenceOfUltrasoundRegions (PS3.3 C.8.5.5) says where the image itself is. Everything outside
 the union of its regions is set to zero, in every frame, and the result is stored uncompressed.
+
+The anonymizer cleans every study it publishes this way; the inference service cleans a DICOM
+request the same way before it looks at a pixel, so a model never sees a banner in either path.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class NoRegions(ValueError):
 
 
 def us_regions(ds: Dataset) -> list[Box]:
+    """(x0, y0, x1, y1) of each region item that gives its full location, inclusive, in pixels."""
     return [
         (
             int(r.RegionLocationMinX0),
@@ -46,6 +50,7 @@ def us_regions(ds: Dataset) -> list[Box]:
 
 
 def region_mask(rows: int, columns: int, regions: list[Box]) -> NDArray[np.bool_]:
+    """True inside any of ``regions`` (inclusive boxes, clipped to the frame)."""
     mask = np.zeros((rows, columns), dtype=bool)
     for x0, y0, x1, y1 in regions:
         mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True

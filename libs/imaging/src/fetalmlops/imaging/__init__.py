@@ -1,0 +1,1 @@
+"""Ultrasound imaging shared by the services that touch pixels (anonymizer, trainer, inference)."""

@@ -1,0 +1,111 @@
+"""A DICOM request, cleaned as the anonymizer cleans it, into the picture a model was trained on.
+
+A caller may send the scanner's own Part 10 file rather than the anonymizer's canonical PNG. Its
+header names the patient and its pixels carry the banner the scanner burned in beside the
+sector. The file is cleaned exactly as the anonymizer cleans a study before it publishes it:
+everything outside the SequenceOfUltrasoundRegions (PS3.3 C.8.5.5) is blanked, then the first
+frame is cropped to the union of those regions and harmonised by the same `canonical`. A model
+is thus served the very picture it was trained on, and never sees a banner.
+
+Nothing of the header leaves this module: every refusal is a fixed sentence, and pydicom's
+warnings and log records, which quote the values they complain of, are silenced. A file that
+says nothing of its imaging region cannot be cleaned here (no configured mask, no OCR) and is
+refused.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+
+from fetalmlops.imaging.canonical import CANONICAL_SIZE, canonical, union
+from fetalmlops.imaging.quiet import quiet_pydicom
+from fetalmlops.imaging.regions import NoRegions, clean_pixel_data, us_regions
+
+# PS3.10 7.1: a 128-byte preamble, then the prefix "DICM".
+PREAMBLE_BYTES = 128
+PREFIX = b"DICM"
+
+NOT_DICOM = "not a DICOM Part 10 file (no DICM prefix after the 128-byte preamble)"
+UNREADABLE = "the DICOM file cannot be read (truncated or malformed)"
+NO_PIXELS = "the DICOM file holds no pixel data"
+UNCLEANABLE = (
+    "the DICOM file has no SequenceOfUltrasoundRegions with a location, so its burned-in text "
+    "cannot be cleaned: send the anonymizer's cleaned PNG instead"
+)
+UNDECODABLE = "the DICOM file's pixel data cannot be decoded"
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether ``data`` begins as a DICOM Part 10 file does."""
+    return data[PREAMBLE_BYTES : PREAMBLE_BYTES + len(PREFIX)] == PREFIX
+
+
+@dataclass(frozen=True)
+class Scanner:
+    """The scanner's make and model: kept on purpose, as `ImageReceived.device` keeps them,
+    since a change of scanner is what drift monitoring must be able to see."""
+
+    manufacturer: str
+    model: str
+
+
+@dataclass(frozen=True)
+class CleanedRequest:
+    png: bytes  # the canonical picture
+    scanner: Scanner | None
+
+
+def canonical_picture(data: bytes, size: int = CANONICAL_SIZE) -> bytes:
+    """The canonical PNG the anonymizer would publish for the study in ``data``.
+
+    Raises ValueError, its message free of any value of the file, when ``data`` is not a
+    Part 10 file, cannot be read, holds no pixel data, names no imaging region, or its pixels
+    cannot be decoded.
+    """
+    return cleaned_request(data, size).png
+
+
+def cleaned_request(data: bytes, size: int = CANONICAL_SIZE) -> CleanedRequest:
+    """`canonical_picture`, and the scanner the header names (None when it names none)."""
+    if not is_dicom(data):
+        raise ValueError(NOT_DICOM)
+    with quiet_pydicom():
+        ds = _read(data)
+        if "PixelData" not in ds:
+            raise ValueError(NO_PIXELS)
+        first = _cleaned_first_frame(ds)
+        region = union(us_regions(ds))
+        make, model = str(ds.get("Manufacturer", "")), str(ds.get("ManufacturerModelName", ""))
+    scanner = Scanner(make, model) if make or model else None
+    return CleanedRequest(canonical(first, region, size), scanner)
+
+
+def _read(data: bytes) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except Exception:
+        # The reader's own message may quote what it read.
+        raise ValueError(UNREADABLE) from None
+
+
+def _cleaned_first_frame(ds: Dataset) -> NDArray[np.generic]:
+    """Blanks ``ds`` outside its US regions in place; its first frame, as the anonymizer
+    takes it from the de-identified file."""
+    try:
+        clean_pixel_data(ds)
+    except NoRegions:
+        raise ValueError(UNCLEANABLE) from None
+    except Exception:
+        raise ValueError(UNDECODABLE) from None
+    try:
+        pixels: NDArray[np.generic] = ds.pixel_array
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception:
+        raise ValueError(UNDECODABLE) from None
+    return pixels if frames == 1 else pixels[0]

@@ -1,0 +1,321 @@
+"""What the inference server refuses before a request reaches KServe or the model.
+
+* ``RequestGuard``, a pure ASGI middleware: with bearer tokens configured, every request but
+  the probes and ``/metrics`` must carry ``Authorization: Bearer <token>`` (401); a body over
+  ``max_request_bytes`` is refused with 413, by its ``Content-Length`` before a byte is read,
+  or, chunked, as soon as the count passes the limit. It is pure ASGI because Starlette's
+  ``BaseHTTPMiddleware`` buffers streamed bodies, which is what the limit is there to prevent.
+* ``bearer_tokens`` and ``require_token_off_loopback``: the server starts only where its
+  exposure matches its configuration: without a token it answers on loopback only.
+* ``binary_request_mistake``: KServe decodes the V2 binary tensor extension without checking
+  it, and answers a wrong ``Inference-Header-Content-Length`` or a malformed JSON header part
+  with HTTP 500 (``ValueError``, ``KeyError``, ``TypeError``), or accepts sizes that do not
+  add up; this names the mistake so the server can answer 400.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import math
+import struct
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fetalmlops.inference.settings import InferenceSettings
+
+# Kubernetes probes and Prometheus scrape without credentials.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
+
+
+class ServeRefused(Exception):
+    """The server will not start as configured; the message says why and what to change."""
+
+
+def bearer_tokens(settings: InferenceSettings) -> tuple[str, ...]:
+    """``tokens`` and the lines of ``tokens_file`` (blank lines and ``#`` comments skipped)."""
+    tokens = [secret.get_secret_value() for secret in settings.tokens]
+    if any(not token.strip() for token in tokens):
+        raise ServeRefused("FETALMLOPS_INFERENCE_TOKENS holds an empty token")
+    path = settings.tokens_file
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ServeRefused(f"cannot read the bearer tokens file {path}: {exc}") from None
+        lines = [line.strip() for line in text.splitlines()]
+        from_file = [line for line in lines if line and not line.startswith("#")]
+        if not from_file:
+            raise ServeRefused(f"the bearer tokens file {path} holds no token")
+        tokens.extend(from_file)
+    return tuple(token.strip() for token in tokens)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: what it resolves to is not ours to trust
+
+
+def require_token_off_loopback(host: str, tokens: Collection[str]) -> None:
+    if not tokens and not is_loopback(host):
+        raise ServeRefused(
+            f"refusing to serve on {host or 'every interface'} without a bearer token: set "
+            "FETALMLOPS_INFERENCE_TOKENS or FETALMLOPS_INFERENCE_TOKENS_FILE, or listen on "
+            "loopback (127.0.0.1)"
+        )
+
+
+class RequestTooLarge(Exception):
+    """Raised into the application when a streamed body passes the limit."""
+
+
+class RequestGuard:
+    """Bearer-token authentication and a request size limit around an ASGI application."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: Sequence[str],
+        max_request_bytes: int,
+        open_paths: Collection[str] = OPEN_PATHS,
+    ) -> None:
+        self.app = app
+        # Digests of equal length: compare_digest's time then says nothing of a token's length.
+        self.digests = tuple(digest(token.encode()) for token in tokens)
+        self.max_request_bytes = max_request_bytes
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refusal = self.unauthenticated(scope)
+        if scope["type"] == "websocket":
+            if refusal is None:
+                await self.app(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1008, "reason": refusal[0]})
+            return
+        declared = content_length(scope)
+        if refusal is not None:
+            reason, challenge = refusal
+            # An unauthenticated body is not read either, however long it is.
+            streamed = declared is None and header(scope, b"transfer-encoding") is not None
+            closing = CLOSE if streamed or (declared or 0) > 0 else []
+            await respond(send, 401, reason, [(b"www-authenticate", challenge), *closing])
+            return
+        if declared is not None and declared > self.max_request_bytes:
+            await respond(send, 413, self.too_large(f" of {declared} bytes"), CLOSE)
+            return
+        await self.limited(scope, receive, send)
+
+    def unauthenticated(self, scope: Scope) -> tuple[str, bytes] | None:
+        """Why this request may not pass and the challenge to answer with, or None.
+
+        The challenges are RFC 6750's (section 3): no error code when no credentials came.
+        """
+        if not self.digests or scope["path"] in self.open_paths:
+            return None
+        credentials = header(scope, b"authorization")
+        if credentials is None:
+            return "missing bearer token: send 'Authorization: Bearer <token>'", b"Bearer"
+        scheme, _, token = credentials.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            reason = "the Authorization header is not 'Bearer <token>'"
+            return reason, b'Bearer error="invalid_request"'
+        presented = digest(token.strip())
+        # Every token is compared, so the time does not tell which one came close.
+        matches = [hmac.compare_digest(presented, known) for known in self.digests]
+        return None if any(matches) else ("invalid bearer token", b'Bearer error="invalid_token"')
+
+    def too_large(self, size: str = "") -> str:
+        return f"the request body{size} is over the limit of {self.max_request_bytes} bytes"
+
+    async def limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Runs the application, cutting off a body that streams past the limit with 413."""
+        received = 0
+        cut_off = answered = False
+
+        async def counted() -> Message:
+            nonlocal received, cut_off
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_request_bytes:
+                    cut_off = True
+                    raise RequestTooLarge(self.too_large())
+            return message
+
+        async def answer(message: Message) -> None:
+            nonlocal answered
+            if cut_off and not answered:
+                return  # the application's answer to the cut-off body: 413 replaces it
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, answer)
+        except Exception:
+            if not cut_off or answered:
+                raise
+        if cut_off and not answered:
+            await respond(send, 413, self.too_large(), CLOSE)
+
+
+# Refusing a body it will not read, the server closes the connection rather than drain it.
+CLOSE = [(b"connection", b"close")]
+
+
+def digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def content_length(scope: Scope) -> int | None:
+    value = header(scope, b"content-length")
+    # The HTTP server has already refused a malformed Content-Length.
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+async def respond(
+    send: Send, status: int, reason: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps({"error": reason}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# The KServe V2 (Open Inference) protocol's fixed-size tensor datatypes, in bytes per element.
+# BYTES elements are variable: each is a 4-byte little-endian length, then that many bytes.
+DATATYPE_BYTES = {
+    "BOOL": 1,
+    "UINT8": 1,
+    "UINT16": 2,
+    "UINT32": 4,
+    "UINT64": 8,
+    "INT8": 1,
+    "INT16": 2,
+    "INT32": 4,
+    "INT64": 8,
+    "FP16": 2,
+    "FP32": 4,
+    "FP64": 8,
+}
+JSON_LENGTH_HEADER = "Inference-Header-Content-Length"
+
+
+def binary_request_mistake(body: bytes, json_length: str | None) -> str | None:
+    """What is wrong with a V2 request in the binary tensor extension, or None.
+
+    The body is a JSON header of ``json_length`` bytes, then each input's raw tensor in the
+    order of ``inputs``, ``parameters.binary_data_size`` bytes each (Triton's
+    ``extension_binary_data.md``, which KServe's V2 protocol adopts).
+    """
+    if json_length is None:
+        return f"a body that is not JSON needs the {JSON_LENGTH_HEADER} header (binary tensors)"
+    if not json_length.strip().isdigit():
+        return f"{JSON_LENGTH_HEADER} must be a number of bytes, not {json_length!r}"
+    length = int(json_length)
+    if length > len(body):
+        return f"{JSON_LENGTH_HEADER} is {length} but the body holds {len(body)} bytes"
+    try:
+        request = json.loads(body[:length])
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"the first {length} bytes ({JSON_LENGTH_HEADER}) are not JSON: {exc}"
+    if not isinstance(request, dict):
+        return f"the JSON header must be an object, not {type(request).__name__}"
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        return '"inputs" must be a list of objects'
+    outputs = request.get("outputs", [])
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        return '"outputs" must be a list of objects with a "name"'
+    start = length
+    for index, infer_input in enumerate(inputs):
+        mistake = input_mistake(infer_input, index)
+        size = (infer_input.get("parameters") or {}).get("binary_data_size")
+        if mistake is None and size is not None:
+            mistake = binary_input_mistake(infer_input, body[start : start + size], size)
+            start += size
+        if mistake is not None:
+            return mistake
+    if start != len(body):
+        return (
+            f"the inputs' binary_data_size add up to {start - length} bytes, but "
+            f"{len(body) - length} bytes follow the JSON header"
+        )
+    return None
+
+
+def input_mistake(infer_input: dict[str, Any], index: int) -> str | None:
+    name = infer_input.get("name")
+    if not isinstance(name, str):
+        return f'input {index} has no "name"'
+    if infer_input.get("datatype") not in (*DATATYPE_BYTES, "BYTES"):
+        return f"input {name!r}: unknown datatype {infer_input.get('datatype')!r}"
+    shape = infer_input.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        return f"input {name!r}: shape {shape!r} is not a list of sizes"
+    parameters = infer_input.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        return f'input {name!r}: "parameters" must be an object'
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return None if "data" in infer_input else f'input {name!r} has no "data"'
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"input {name!r}: binary_data_size must be a number of bytes, not {size!r}"
+    if "data" in infer_input:
+        return f'input {name!r} has both "data" and binary_data_size'
+    return None
+
+
+def binary_input_mistake(infer_input: dict[str, Any], raw: bytes, size: int) -> str | None:
+    name, datatype, shape = infer_input["name"], infer_input["datatype"], infer_input["shape"]
+    if len(raw) < size:
+        return f"input {name!r}: binary_data_size is {size}, the body holds {len(raw)} more bytes"
+    elements = math.prod(shape)
+    if datatype != "BYTES":
+        expected = elements * DATATYPE_BYTES[datatype]
+        if size == expected:
+            return None
+        return f"input {name!r}: shape {shape} of {datatype} is {expected} bytes, not {size}"
+    count, offset = 0, 0
+    while offset < size:
+        if offset + 4 > size:
+            return f"input {name!r}: BYTES element {count} is cut off in its length"
+        (item,) = struct.unpack_from("<I", raw, offset)
+        offset += 4 + item
+        if offset > size:
+            return f"input {name!r}: BYTES element {count} of {item} bytes is cut off"
+        count += 1
+    if count != elements:
+        return f"input {name!r}: shape {shape} holds {elements} elements, the data {count}"
+    return None
