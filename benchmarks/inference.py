@@ -20,13 +20,13 @@ latency at concurrency 1 at most 1.3 (the service adds little to a forward pass)
 throughput at concurrency 16 at least 1.0 (we serve at least as much as TorchServe on the same
 machine), each over all rounds and as the median of the rounds' ratios.
 
-Fairness: each server is sized the way it is meant to run on a CPU. Our predictor runs one
-micro-batched forward pass at a time, with as many intra-op threads as there are cores
-(`--threads`, torch's own default); TorchServe runs one worker per core, each with one thread
-and one request at a time (batch size 1, the default of a registered model), its documented
-CPU sizing. The in-process floor (a) uses the predictor's thread count. Threads are set with
-`torch.set_num_threads` here and `OMP_NUM_THREADS` in the servers, which torch reads when it
-starts.
+Fairness: both servers are sized alike, the way a CPU is served. Every forward pass runs with
+the same intra-op threads (`--threads`, default 1), and each server runs as many forward passes
+at once as fit the cores (cores / threads): TorchServe as that many workers taking one request
+at a time (batch size 1, the default of a registered model), our predictor as that many
+parallel micro-batch runs (`FETALMLOPS_INFERENCE_PARALLEL_RUNS`). The in-process floor (a)
+uses the same threads. Threads are set with `torch.set_num_threads` here and `OMP_NUM_THREADS`
+in the servers, which torch reads when it starts.
 
     make bench            # or: .venv/bin/python benchmarks/inference.py --quick
 """
@@ -264,13 +264,14 @@ def torchserve_predictions(url: str) -> Session:
 
 
 @contextmanager
-def serving(layout: ModelLayout, log: Path, threads: int) -> Iterator[str]:
+def serving(layout: ModelLayout, log: Path, threads: int, runs: int) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [*SERVE, "--model-dir", str(layout.root), "--http-port", str(port)]
     # Tokens of the caller's environment would lock the client out: loopback needs none.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FETALMLOPS_INFERENCE_TOKENS")}
     env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["FETALMLOPS_INFERENCE_PARALLEL_RUNS"] = str(runs)
     with log.open("ab") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     try:
@@ -394,16 +395,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=32, help="requests before the first round")
     parser.add_argument("--images", type=int, default=32, help="distinct phantom images")
     parser.add_argument(
-        "--threads", type=int, default=CORES, help="intra-op threads of (a) and (b)"
+        "--threads", type=int, default=1, help="intra-op threads of every forward pass"
     )
     parser.add_argument("--quick", action="store_true", help="40 and 160 requests in 4 rounds")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.concurrent_requests, args.rounds, args.warmup = 40, 160, 4, 16
     torch.set_num_threads(args.threads)
-    # Before TorchServe starts: its workers inherit it. One single-threaded worker per core.
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-    workers = CORES
+    # Before TorchServe starts: its workers inherit it.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    workers = max(1, CORES // args.threads)  # forward passes at once, in either server
 
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:
         tmp = Path(scratch)
@@ -416,8 +417,9 @@ def main() -> None:
             f"{time.perf_counter() - started:.1f} s"
         )
         print(
-            f"{CORES} CPU cores, torch {torch.__version__}, {args.threads} intra-op thread(s) in "
-            f"(a) and (b), TorchServe {workers} single-threaded worker(s); concurrency 1 "
+            f"{CORES} CPU cores, torch {torch.__version__}, {args.threads} intra-op thread(s) "
+            f"per forward, {workers} forward(s) at once in each server (TorchServe workers, "
+            f"predictor runs); concurrency 1 "
             f"({args.requests} requests) and {args.concurrency} ({args.concurrent_requests}) "
             f"in {args.rounds} rounds, after {args.warmup} warm-up requests (at least 2 per "
             "thread)"
@@ -428,7 +430,7 @@ def main() -> None:
         tensors = {png: decode(png, prep).unsqueeze(0) for png in images}
         config = torchserve_config(tmp / "torchserve", workers)
         with (
-            serving(layout, tmp / "serve.log", args.threads) as url,
+            serving(layout, tmp / "serve.log", args.threads, workers) as url,
             running_torchserve(
                 layout.mar.parent, [f"{NAME}={layout.mar.name}"], tmp / "torchserve",
                 ts_config=config, timeout_s=120,

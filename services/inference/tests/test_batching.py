@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -119,20 +120,49 @@ def test_requests_arriving_during_a_run_share_the_next_even_without_delay() -> N
     assert model.batches == [1, 10]
 
 
-def test_a_lone_request_waits_the_delay_but_a_full_batch_or_no_delay_does_not() -> None:
-    async def timed(batcher: MicroBatcher, count: int) -> float:
+def test_a_request_waits_only_for_requests_on_their_way() -> None:
+    async def timed(batcher: MicroBatcher, count: int, announced: int = 0) -> float:
         begun = time.monotonic()
-        await batcher.submit(images(count, seed=1))
+        with contextlib.ExitStack() as others:
+            for _ in range(announced):
+                others.enter_context(batcher.expecting())
+            await batcher.submit(images(count, seed=1))
         return time.monotonic() - begun
 
-    async def main() -> tuple[float, float, float]:
+    async def main() -> tuple[float, float, float, float]:
         delayed = MicroBatcher(identity, max_batch_size=4, max_delay_ms=1000)
         no_delay = MicroBatcher(identity, max_batch_size=4, max_delay_ms=0)
-        return await timed(delayed, 1), await timed(delayed, 4), await timed(no_delay, 1)
+        return (
+            await timed(delayed, 1),
+            await timed(delayed, 1, announced=1),
+            await timed(delayed, 4, announced=1),
+            await timed(no_delay, 1, announced=1),
+        )
 
-    lone, full, undelayed = asyncio.run(main())
-    assert lone >= 0.95, lone
+    alone, awaited, full, undelayed = asyncio.run(main())
+    assert alone < 0.5, alone  # nothing else on its way: no wait
+    assert awaited >= 0.95, awaited  # another request announced, never sent: the whole delay
     assert full < 0.5 and undelayed < 0.5, (full, undelayed)
+
+
+def test_an_announced_request_joins_the_batch_as_soon_as_it_is_queued() -> None:
+    model = Model()
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, max_batch_size=16, max_delay_ms=5000)
+
+        async def decoded_later() -> None:
+            with batcher.expecting():
+                await asyncio.sleep(0.1)  # still decoding when the first request is queued
+            # As the predictor does: queued in the same step as the announcement ends.
+            await batcher.submit(images(1, seed=2))
+
+        begun = time.monotonic()
+        await asyncio.gather(batcher.submit(images(1, seed=1)), decoded_later())
+        assert time.monotonic() - begun < 2, "the batch ran when the announced one arrived"
+
+    asyncio.run(main())
+    assert model.batches == [2]
 
 
 def test_a_failed_run_fails_exactly_its_requests_and_the_batcher_keeps_serving() -> None:
@@ -205,3 +235,41 @@ def test_images_of_different_shapes_are_never_stacked() -> None:
 
     (small, _), (large, _) = asyncio.run(main())
     assert small.shape == (2, 1, 2, 2) and large.shape == (1, 1, 3, 3)
+
+
+def test_parallel_runs_run_side_by_side_and_one_run_holds_the_rest() -> None:
+    gate = threading.Event()
+
+    class Counting(Model):
+        def __init__(self) -> None:
+            super().__init__(gate)
+            self.inside, self.most = 0, 0
+            self.lock = threading.Lock()
+
+        def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            try:
+                return super().__call__(images)
+            finally:
+                with self.lock:
+                    self.inside -= 1
+
+    def most_at_once(parallel_runs: int) -> int:
+        model = Counting()
+        gate.clear()
+
+        async def main() -> None:
+            batcher = MicroBatcher(model, 1, 0, parallel_runs=parallel_runs)
+            tasks = [asyncio.create_task(batcher.submit(images(1, seed=s))) for s in range(4)]
+            await asyncio.sleep(0.3)  # the runs that may start have started, and wait
+            gate.set()
+            await asyncio.gather(*tasks)
+
+        asyncio.run(main())
+        assert model.batches == [1, 1, 1, 1]
+        return model.most
+
+    assert most_at_once(2) == 2
+    assert most_at_once(1) == 1

@@ -2,16 +2,21 @@
 
 One model run over N stacked images costs less than N runs of one (one dispatch, the cores or
 the GPU kept busy), so requests that arrive together are stacked into one run and each gets
-its own slice of the answer. A
-``MicroBatcher`` owns one model (one CPU or GPU resource): it runs one batch at a time in the
-event loop's default executor, so the loop keeps answering probes while the model computes.
+its own slice of the answer. A ``MicroBatcher`` owns one model (one CPU or GPU resource): it
+runs one batch at a time (or ``parallel_runs``) in the event loop's default executor, so the
+loop keeps answering probes while the model computes.
 
 A batch is what is queued when the model becomes free: requests that arrived during the
 previous run, and those that arrive within ``max_delay_ms`` of the first waiting one, up to
-``max_batch_size`` images. With ``max_delay_ms=0`` nothing waits, yet requests queued behind a
-run still share the next one. A request is never split: one larger than ``max_batch_size``
-runs alone. Requests whose images differ in shape, dtype or device cannot be stacked: a batch
-ends before the first one that differs, and that one leads the next.
+``max_batch_size`` images. A batch waits only for requests already on their way: the caller
+announces each request it is decoding for this batcher (``expecting``), and with none
+announced a lone request runs at once, so batching costs a lone client no latency. With
+``max_delay_ms=0`` nothing waits, yet requests queued behind a run still share the next one.
+``parallel_runs`` lets several batches run at once, each on its own executor thread: on a
+CPU, two single-threaded runs keep two cores busier than one run with two intra-op threads.
+A request is never split: one larger than ``max_batch_size`` runs alone. Requests whose images
+differ in shape, dtype or device cannot be stacked: a batch ends before the first one that
+differs, and that one leads the next.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +90,10 @@ class MicroBatcher:
         max_batch_size: int = 16,
         max_delay_ms: float = 2.0,
         on_batch: Callable[[BatchRun], None] | None = None,
+        parallel_runs: int = 1,
     ) -> None:
+        if parallel_runs < 1:
+            raise ValueError(f"parallel_runs must be at least 1, not {parallel_runs}")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
         if max_delay_ms < 0:
@@ -94,11 +102,23 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000
         self.on_batch = on_batch
+        self.parallel_runs = parallel_runs
         self.stats = BatchStats()
         self._queue: deque[Pending] = deque()
         self._arrival = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._expected = 0
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announces a request being decoded for this batcher: a batch may wait for it."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+            self._arrival.set()  # a batch waiting for this request need not wait any longer
 
     @property
     def queued_images(self) -> int:
@@ -153,23 +173,40 @@ class MicroBatcher:
                 pending.answer.set_exception(RuntimeError("the micro-batcher stopped"))
 
     async def _work(self) -> None:
-        # Runs while requests wait, then ends (`submit` starts it again): an idle batcher holds
-        # no task, so a version replaced by a promotion is freed once its last request is done.
-        while self._queue:
-            await self._gather()
-            batch = self._take()
-            if batch:
-                await self._run(batch)
+        # Runs while requests wait or runs are in flight, then ends (`submit` starts it again):
+        # an idle batcher holds no task, so a version replaced by a promotion is freed once its
+        # last request is done.
+        loop = asyncio.get_running_loop()
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while self._queue or running:
+                if self._queue and len(running) < self.parallel_runs:
+                    await self._gather()
+                    batch = self._take()
+                    if batch:
+                        task = loop.create_task(self._run(batch))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    continue
+                # Every run busy, or nothing queued: until a run ends or a request arrives.
+                self._arrival.clear()
+                arrival = loop.create_task(self._arrival.wait())
+                await asyncio.wait({*running, arrival}, return_when=asyncio.FIRST_COMPLETED)
+                arrival.cancel()
+        finally:
+            for task in running:
+                task.cancel()
 
     async def _gather(self) -> None:
-        """Waits until the first queued request has waited ``max_delay_s`` or a batch is full."""
+        """Waits, while announced requests are on their way, until the first queued request has
+        waited ``max_delay_s`` or a batch is full."""
         while self._queue and self._queue[0].answer.done():  # cancelled while queued
             self._queue.popleft()
         if not self._queue:
             return
         loop = asyncio.get_running_loop()
         deadline = self._queue[0].arrived + self.max_delay_s
-        while self.queued_images < self.max_batch_size:
+        while self._expected > 0 and self.queued_images < self.max_batch_size:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

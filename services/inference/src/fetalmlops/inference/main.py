@@ -54,7 +54,11 @@ def build(
     bus = open_bus(settings)
     publisher = PredictionPublisher(bus, settings.topics.predictions, settings.service_name)
     options = Options(
-        own.max_batch_size, own.max_batch_delay_ms, own.explain_timeout_s, publisher.submit
+        max_batch_size=own.max_batch_size,
+        max_batch_delay_ms=own.max_batch_delay_ms,
+        explain_timeout_s=own.explain_timeout_s,
+        publish=publisher.submit,
+        parallel_runs=own.parallel_runs,
     )
     try:
         predictors = (

@@ -53,6 +53,7 @@ class Options:
     max_batch_delay_ms: float = 2.0
     explain_timeout_s: float = 20.0
     publish: Publish | None = None  # where prediction events go; None: nowhere
+    parallel_runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,9 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
         def observe(batch: BatchRun) -> None:
             BATCH_IMAGES.labels(*labels).observe(batch.images)
 
+        options = self.options
         batcher = MicroBatcher(
-            run, self.options.max_batch_size, self.options.max_batch_delay_ms, observe
+            run, options.max_batch_size, options.max_batch_delay_ms, observe, options.parallel_runs
         )
         return Loaded(archive, classifier, batcher, compute_device(self.device))
 
@@ -159,10 +161,11 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
     async def preprocess(self, payload: object, headers: dict[str, str] | None = None) -> Received:
         started, version = time.perf_counter(), self.serving()
         loop = asyncio.get_running_loop()
-        if isinstance(payload, InferRequest):
-            batch = await loop.run_in_executor(None, protocol.v2_batch, payload, version.archive)
-        else:
-            batch = await loop.run_in_executor(None, protocol.v1_batch, payload, version.archive)
+        decode = protocol.v2_batch if isinstance(payload, InferRequest) else protocol.v1_batch
+        # Announced while it decodes: a batch forming now may wait for it. The announcement
+        # ends as `predict` queues it, in the same step of the event loop.
+        with version.batcher.expecting():
+            batch = await loop.run_in_executor(None, decode, payload, version.archive)
         # Our own id: a client's x-request-id or V2 id may be an accession number.
         return Received(batch, version, uuid.uuid4().hex, started)
 

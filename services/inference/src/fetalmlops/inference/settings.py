@@ -52,6 +52,12 @@ class InferenceSettings(BaseSettings):
         ge=0,
         description="How long a request waits for others to share its model run (0: no batching).",
     )
+    parallel_runs: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches the model runs at once. On a CPU, as many as cores with "
+        "`OMP_NUM_THREADS=1` keeps every core busy (as TorchServe's worker per core); on a GPU, 1.",
+    )
     explain_timeout_s: float = Field(
         20.0, gt=0, description="Time budget of one `:explain` request (SHAP samples fewer to fit)."
     )
