@@ -34,7 +34,6 @@ in the servers, which torch reads when it starts.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import http.client
 import io
@@ -59,11 +58,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from rich.progress import Progress
 
 from fetalmlops.common.planes import Plane
-from fetalmlops.datasets.phantom.dataset import ImageSpec, draw, plan
+from fetalmlops.datasets.phantom.dataset import ImageSpec, plan, sector_png
 from fetalmlops.inference.client import PlaneClient
 from fetalmlops.stack.torchserve import free_port, ready_workers, running_torchserve
 from fetalmlops.trainer.backbones import Strategy, backbone, build
@@ -115,22 +113,7 @@ def pooled(runs: Sequence[Run]) -> Run:
 
 
 def canonical_png(spec: ImageSpec) -> bytes:
-    """The imaging sector as a canonical PNG, drawn at half the scanner's frame size (the same
-    anatomy, four times faster to draw), as the training benchmark draws it."""
-    p = spec.profile
-    half = dataclasses.replace(
-        p,
-        rows=p.rows // 2,
-        cols=p.cols // 2,
-        axial_samples=p.axial_samples // 2,
-        lateral_samples=p.lateral_samples // 2,
-    )
-    frame = draw(dataclasses.replace(spec, profile=half), SEED, difficulty=0.5, banner=False)
-    x0, y0, x1, y1 = frame.region
-    sector = Image.fromarray(frame.pixels[y0 : y1 + 1, x0 : x1 + 1])
-    out = io.BytesIO()
-    sector.resize((CANONICAL_SIDE, CANONICAL_SIDE), Image.Resampling.BILINEAR).save(out, "PNG")
-    return out.getvalue()
+    return sector_png(spec, SEED, CANONICAL_SIDE)
 
 
 def phantom_pngs(count: int) -> list[bytes]:

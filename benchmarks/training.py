@@ -32,8 +32,6 @@ when validation macro-F1 first reaches 0.90, in seconds from the call of `train`
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import io
 import os
 import statistics
 import tempfile
@@ -45,12 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fetalmlops.common.planes import Plane
-from fetalmlops.datasets.phantom.dataset import ImageSpec, draw, plan
+from fetalmlops.datasets.phantom.dataset import ImageSpec, plan, sector_png
 from fetalmlops.trainer.backbones import build
 from fetalmlops.trainer.data import Augmentation, Item, LabelledImages, class_weights, labels_of
 from fetalmlops.trainer.training import EpochRecord, TrainConfig, TrainResult, train
@@ -78,22 +75,7 @@ class Png:
 
 
 def canonical_png(spec: ImageSpec) -> bytes:
-    """The imaging sector as a canonical PNG, drawn at half the scanner's frame size (the same
-    anatomy and classes, four times faster to draw), as the trainer's tests draw it."""
-    p = spec.profile
-    half = dataclasses.replace(
-        p,
-        rows=p.rows // 2,
-        cols=p.cols // 2,
-        axial_samples=p.axial_samples // 2,
-        lateral_samples=p.lateral_samples // 2,
-    )
-    frame = draw(dataclasses.replace(spec, profile=half), SEED, difficulty=0.5, banner=False)
-    x0, y0, x1, y1 = frame.region
-    sector = Image.fromarray(frame.pixels[y0 : y1 + 1, x0 : x1 + 1])
-    out = io.BytesIO()
-    sector.resize((CANONICAL_SIDE, CANONICAL_SIDE), Image.Resampling.BILINEAR).save(out, "PNG")
-    return out.getvalue()
+    return sector_png(spec, SEED, CANONICAL_SIDE)
 
 
 def phantom(patients: int) -> tuple[list[Item], list[Item], int, int]:

@@ -8,7 +8,6 @@ run uses the `tiny` backbone at 64 pixels on the CPU.
 from __future__ import annotations
 
 import dataclasses
-import io
 import random
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -22,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from fetalmlops.common.planes import Plane
-from fetalmlops.datasets.phantom.dataset import ImageSpec, draw, plan
+from fetalmlops.datasets.phantom.dataset import ImageSpec, plan, sector_png
 from fetalmlops.trainer.backbones import Strategy, build
 from fetalmlops.trainer.data import (
     Augmentation,
@@ -60,20 +59,7 @@ class Phantom:
 
 
 def canonical_png(spec: ImageSpec) -> bytes:
-    p = spec.profile
-    half = dataclasses.replace(
-        p,
-        rows=p.rows // 2,
-        cols=p.cols // 2,
-        axial_samples=p.axial_samples // 2,
-        lateral_samples=p.lateral_samples // 2,
-    )
-    frame = draw(dataclasses.replace(spec, profile=half), SEED, difficulty=0.5, banner=False)
-    x0, y0, x1, y1 = frame.region
-    sector = Image.fromarray(frame.pixels[y0 : y1 + 1, x0 : x1 + 1])
-    out = io.BytesIO()
-    sector.resize((SIDE, SIDE), Image.Resampling.BILINEAR).save(out, format="PNG")
-    return out.getvalue()
+    return sector_png(spec, SEED, SIDE)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,6 +15,8 @@ depend on how many were generated before it or in which process.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -134,6 +136,26 @@ def plan(
                     )
                 )
     return specs
+
+
+def sector_png(spec: ImageSpec, seed: int, side: int, difficulty: float = 0.5) -> bytes:
+    """The imaging sector as a square greyscale PNG of ``side`` pixels, drawn at half the
+    scanner's frame size: the same anatomy and classes, four times faster to draw, for tests
+    and benchmarks that need many labelled pictures quickly."""
+    p = spec.profile
+    half = dataclasses.replace(
+        p,
+        rows=p.rows // 2,
+        cols=p.cols // 2,
+        axial_samples=p.axial_samples // 2,
+        lateral_samples=p.lateral_samples // 2,
+    )
+    frame = draw(dataclasses.replace(spec, profile=half), seed, difficulty, banner=False)
+    x0, y0, x1, y1 = frame.region
+    sector = Image.fromarray(frame.pixels[y0 : y1 + 1, x0 : x1 + 1])
+    out = io.BytesIO()
+    sector.resize((side, side), Image.Resampling.BILINEAR).save(out, "PNG")
+    return out.getvalue()
 
 
 def draw(spec: ImageSpec, seed: int, difficulty: float, banner: bool) -> Frame:
