@@ -119,7 +119,7 @@ def run(service: Service) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     threads = [
-        threading.Thread(target=_consume_until, args=(service.bus, c, stop), name=c.group)
+        threading.Thread(target=consume_or_stop, args=(service.bus, c, stop), name=c.group)
         for c in service.consumers
         if service.bus is not None
     ]
@@ -148,7 +148,8 @@ def run(service: Service) -> None:
             provider.shutdown()  # flushes the spans still batched for export
 
 
-def _consume_until(bus: Bus, consumer: Consumer, stop: threading.Event) -> None:
+def consume_or_stop(bus: Bus, consumer: Consumer, stop: threading.Event) -> None:
+    """`consume` until ``stop``; a consumer that fails takes the whole process down with it."""
     try:
         consume(bus, consumer, stop)
     except Exception:

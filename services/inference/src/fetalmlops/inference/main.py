@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from fetalmlops.common.bus import Bus, open_bus
 from fetalmlops.common.service import ReadinessCheck
@@ -102,23 +104,29 @@ def opener(settings: Settings, cache: Path) -> Callable[[str | Path], Archive]:
 def run_serving(
     serving: Serving, settings: Settings, own: InferenceSettings, cache: Path, host: str, port: int
 ) -> None:
-    """Serves until SIGTERM; then stops following promotions and publishes what is queued.
+    """Serves until SIGTERM; then stops following promotions, publishes what is queued and
+    flushes the spans.
 
     Raises ServeRefused before serving when the bearer-token rules forbid it.
     """
-    stops = []
+    followings = []
     if own.reload_on_promotion:
         topics = settings.topics
         for predictor in serving.predictors:
             follower = Follower(predictor, opener(settings, cache))
-            stops.append(follow(serving.bus, follower, topics.models_promoted, topics.deadletter))
+            followings.append(
+                follow(serving.bus, follower, topics.models_promoted, topics.deadletter)
+            )
     try:
         serve(serving.predictors, own, host, port, serving.readiness)
     finally:
-        for stop in stops:
-            stop.set()
+        for following in followings:
+            following.close()
         serving.publisher.close()
         serving.bus.close()
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.shutdown()  # flushes the spans still batched for export
 
 
 def main() -> None:

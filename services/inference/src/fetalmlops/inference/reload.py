@@ -19,7 +19,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fetalmlops.common.bus import Bus, Consumer, Record, Rejected, consume, read_event
+from fetalmlops.common.bus import Bus, Consumer, Record, Rejected, read_event
+from fetalmlops.common.service import consume_or_stop
 from fetalmlops.inference.archive import Archive, ArchiveError
 from fetalmlops.inference.metrics import RELOADS
 from fetalmlops.inference.predictor import PlanePredictor, version_number
@@ -59,8 +60,21 @@ def follows(event: models_pb2.ModelPromoted, served: Archive) -> bool:
     return event.version != number and (event.version > number or event.previous_version == number)
 
 
-def follow(bus: Bus, follower: Follower, topic: str, deadletter_topic: str) -> threading.Event:
-    """Consumes ``topic`` in a daemon thread until the returned event is set."""
+@dataclass(frozen=True)
+class Following:
+    stop: threading.Event
+    thread: threading.Thread
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Leaves the consumer group (before the bus is closed under it)."""
+        self.stop.set()
+        self.thread.join(timeout_s)
+
+
+def follow(bus: Bus, follower: Follower, topic: str, deadletter_topic: str) -> Following:
+    """Consumes ``topic`` in a thread until closed. A consumer that fails (Kafka gone for good)
+    stops the process, as every service's consumers do, rather than serve on deaf to
+    promotions."""
     stop = threading.Event()
     consumer = Consumer(
         topics=[topic],
@@ -68,7 +82,8 @@ def follow(bus: Bus, follower: Follower, topic: str, deadletter_topic: str) -> t
         handler=follower.handle,
         deadletter_topic=deadletter_topic,
     )
-    threading.Thread(
-        target=consume, args=(bus, consumer, stop), name="promotions", daemon=True
-    ).start()
-    return stop
+    thread = threading.Thread(
+        target=consume_or_stop, args=(bus, consumer, stop), name="promotions", daemon=True
+    )
+    thread.start()
+    return Following(stop, thread)
