@@ -5,7 +5,9 @@ banner), a picture whose patient id is declared at upload, a label, and a study 
 quarantine go through the real ingest and anonymizer processes on the real stack. Then every
 channel outside the raw zone is searched for every planted value: the objects in every bucket
 but `fetal-raw`, every event (key, value, headers) on this run's topics, every row of every
-table, both services' logs and metrics, and every span they exported over OTLP.
+table, both services' logs (access logs included, after requests that carry a patient's name
+and id in the query and a study's UID in the path) and metrics, and every span they exported
+over OTLP.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def run(
             anonymizer.start()
             try:
                 uploaded = send(ingest, [p.read_bytes() for p in studies], seed)
+                ask_by_patient([ingest.url, anonymizer.url], [p.read_bytes() for p in studies])
                 yield Run(
                     ingest,
                     anonymizer,
@@ -136,6 +139,24 @@ def send(ingest: RunningIngest, studies: list[bytes], seed: int) -> list[str]:
         label = {"raw_sha256": uploaded.json()["sha256"], "plane": "Fetal brain", "annotator": "a"}
         client.post("/v1/labels", json=label, headers=labeller).raise_for_status()
     return [*shas, uploaded.json()["sha256"]]
+
+
+def ask_by_patient(urls: list[str], studies: list[bytes]) -> None:
+    """What PACS integrations do with URLs: query by patient name and id, address a study by
+    its UID. Whatever each service answers, its access log may name only the route."""
+    for study in studies:
+        ds = pydicom.dcmread(io.BytesIO(study), stop_before_pixels=True)
+        query = {"PatientName": str(ds.PatientName), "PatientID": str(ds.PatientID)}
+        for url in urls:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                client.get("/dicomweb/studies", params=query)
+                client.post(f"/dicomweb/studies/{ds.StudyInstanceUID}", content=b"")
+                client.get(f"/v1/images/{ds.SOPInstanceUID}", params=query)
+
+
+def access_routes(log: bytes) -> set[str]:
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith(b"{")]
+    return {line["route"] for line in lines if line.get("logger") == "fetalmlops.access"}
 
 
 def events(settings: Settings) -> list[bytes]:
@@ -219,6 +240,9 @@ def test_planted_phi_reaches_no_channel(run: Run) -> None:
     }
 
     assert all(channels.values()), {name: len(found) for name, found in channels.items()}
+    # The access logs are among the logs searched, and they saw the requests by patient.
+    assert {"/dicomweb/studies", "/v1/images"} <= access_routes(run.ingest.log.read_bytes())
+    assert "unmatched" in access_routes(run.anonymizer.log.read_bytes())
     assert {name: hits(run.phi, found) for name, found in channels.items()} == {
         name: set() for name in channels
     }

@@ -2,8 +2,10 @@
 
 A service's ``main`` builds its settings, clients and handlers, then hands them to ``run``:
 ``/healthz`` (liveness), ``/readyz`` (its dependencies answer), ``/metrics`` (Prometheus) and
-OpenAPI docs are served by uvicorn, each consumer runs the shared loop in a thread, and SIGTERM
+OpenAPI docs are served by uvicorn; each consumer runs the shared loop in a thread, and SIGTERM
 stops both — consumers finish the message in hand and leave their group without committing more.
+Access logs and request spans name the route, never the URL, and refusals never quote the
+request (``telemetry.access``, ``refusals``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from fetalmlops.common import refusals
 from fetalmlops.common.bus import Bus, Consumer, consume
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore
 from fetalmlops.common.telemetry import configure_logging, configure_tracing
+from fetalmlops.common.telemetry.access import AccessLog, scrub_request_span
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +96,24 @@ def health_routes(readiness: Mapping[str, ReadinessCheck]) -> APIRouter:
     return router
 
 
+QUIET_ROUTES = ("/healthz", "/readyz", "/metrics")
+
+
 def create_app(title: str, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
     app = FastAPI(title=title)
     app.include_router(health_routes(readiness))
+    refusals.install(app)
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    # Spans for every request, continuing the caller's W3C traceparent.
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    # Spans for every request, continuing the caller's W3C traceparent, with the route's
+    # template where the instrumentation would put the URL.
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="healthz,readyz,metrics", server_request_hook=scrub_request_span
+    )
+    app.add_middleware(AccessLog, quiet_routes=QUIET_ROUTES)
     return app
 
 
@@ -129,7 +141,11 @@ def run(service: Service) -> None:
         listener.start()
     server = uvicorn.Server(
         uvicorn.Config(
-            service.app, host=settings.http_host, port=settings.http_port, log_config=None
+            service.app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,  # it logs the raw request line; AccessLog logs the route
         )
     )
     log.info("service starting", extra={"port": settings.http_port})

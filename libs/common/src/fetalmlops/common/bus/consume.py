@@ -119,10 +119,19 @@ def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
         deadletter(bus, consumer, record, error, attempt)
 
 
+def deadletter_reason(error: Exception) -> str:
+    """Why a record was given up on: our own exceptions by their message, which is written not
+    to quote the input; a library's by its type alone, since libraries quote their input
+    (SQLAlchemy its parameters, decoders their bytes) and the input may be a patient's file."""
+    if type(error).__module__.startswith("fetalmlops."):
+        return f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
+    return f"{type(error).__name__} (its message is not kept: it may quote the input)"
+
+
 def deadletter(
     bus: Bus, consumer: Consumer, record: Record, error: Exception, attempts: int
 ) -> None:
-    reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
+    reason = deadletter_reason(error)
     provenance = [
         (DLQ_ERROR, reason.encode()),
         (DLQ_TOPIC, record.topic.encode()),

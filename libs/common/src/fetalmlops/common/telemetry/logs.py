@@ -1,7 +1,10 @@
 """Structured JSON logs on stderr, each line carrying the active trace and span ids.
 
 Log only identifiers that are free of PHI (pseudonyms, content hashes, event ids); DICOM values,
-file names from a PACS or study UIDs never go into a log line.
+file names from a PACS or study UIDs never go into a log line. A traceback names each
+exception by its type and the frames it passed through, never by its message: libraries put
+their input in their messages (``UnicodeDecodeError`` quotes the bytes, SQLAlchemy the bound
+parameters), and the input may be a patient's file.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
@@ -18,6 +23,28 @@ from fetalmlops.common.settings import Settings
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged as a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def without_messages(exc_info: ExcInfo) -> str:
+    """The traceback of ``exc_info`` and its causes, each exception shown by its type alone."""
+    _, error, _ = exc_info
+    if error is None:
+        return ""
+    chain: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = "".join(traceback.format_tb(current.__traceback__))
+        chain.append(f"Traceback (most recent call last):\n{frames}{type(current).__qualname__}")
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    separator = "\n\nwhile handling the exception above, or caused by it:\n\n"
+    return separator.join(reversed(chain))
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,13 +69,21 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802  (logging's name)
+        return without_messages(ei)
+
+
+class PlainFormatter(logging.Formatter):
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802
+        return without_messages(ei)
+
 
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_json:
         handler.setFormatter(JsonFormatter(settings.service_name))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
