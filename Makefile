@@ -9,7 +9,7 @@ UV := python3 -m uv
 VENV_BIN := .venv/bin
 FETALMLOPS := $(VENV_BIN)/fetalmlops
 
-.PHONY: help setup stack-up stack-down stack-status test test-unit lint format proto demo bench clean
+.PHONY: help setup system-packages stack-up stack-down stack-status test test-unit lint format proto demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ setup: ## Create .venv with every package installed editable and the `fetalmlops
 	$(UV) sync --all-packages --frozen
 	@echo "ready: source .venv/bin/activate  (then: fetalmlops --help)"
 
+system-packages: ## Debian packages the stack and tests run (PostgreSQL, Tesseract, dcmtk)
+	deploy/local/system-packages.sh
+
 stack-up: setup ## Start Kafka (KRaft), MinIO and PostgreSQL on loopback (idempotent)
 	$(FETALMLOPS) stack up
 
@@ -29,7 +32,7 @@ stack-down: ## Stop the local stack; no process or port is left behind
 stack-status: ## Show each stack component, its ports and its log file
 	$(FETALMLOPS) stack status
 
-test: stack-up ## Every test: unit tests and integration tests against the real stack
+test: system-packages stack-up ## Every test: unit tests and integration tests against the real stack
 	$(VENV_BIN)/pytest
 
 test-unit: setup ## Only the tests that need no running stack (fast)

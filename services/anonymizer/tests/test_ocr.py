@@ -1,6 +1,6 @@
 """The OCR fallback: frames that name no imaging region lose the text Tesseract reads.
 
-Runs the real `tesseract` program (Debian's tesseract-ocr, installed by `.ci/run`).
+Runs the real `tesseract` program (Debian's tesseract-ocr: `make system-packages`).
 """
 
 from __future__ import annotations
@@ -42,12 +42,14 @@ def banner_text(pixels: np.ndarray) -> str:  # type: ignore[type-arg]
     return " ".join(w.text for w in ocr.words(ocr.overlay(pixels, 1)))
 
 
+@pytest.mark.needs("tesseract")
 def test_tesseract_reads_the_phantom_banner(regionless: list[tuple[bytes, dict]]) -> None:  # type: ignore[type-arg]
     data, sidecar = regionless[0]
     text = banner_text(pydicom.dcmread(io.BytesIO(data)).pixel_array)
     assert sidecar["burned_in"][1]["text"].split()[-1] in text  # the MRN, read from pixels
 
 
+@pytest.mark.needs("tesseract")
 def test_without_regions_ocr_blanks_the_banner_and_keeps_the_sector(
     regionless: list[tuple[bytes, dict]],  # type: ignore[type-arg]
 ) -> None:
@@ -70,6 +72,7 @@ def test_without_regions_ocr_blanks_the_banner_and_keeps_the_sector(
         assert "OCR" in out.DeidentificationMethod
 
 
+@pytest.mark.needs("tesseract")
 def test_a_picture_without_a_mask_is_cleaned_by_ocr(
     regionless: list[tuple[bytes, dict]],  # type: ignore[type-arg]
 ) -> None:
