@@ -17,6 +17,7 @@ from fetalmlops.common.db import (
     DatasetSnapshot,
     Deployment,
     Image,
+    ImageCopy,
     Label,
     ModelStage,
     ModelVersion,
@@ -65,7 +66,7 @@ def test_upgrade_to_head_creates_every_table(url: str) -> None:
     db.upgrade(url)
 
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
-    assert db.current(url) == db.head() == "0004"
+    assert db.current(url) == db.head() == "0005"
 
 
 def test_migrations_match_the_models(url: str) -> None:
@@ -177,10 +178,61 @@ def test_a_label_may_arrive_before_its_image_and_joins_it_later(engine: sa.Engin
         session.add(Label(image_id="img-1", plane=Plane.FETAL_BRAIN, annotator="annotator-1"))
     with session_scope(engine) as session:
         session.add(Image(id="img-1", sha256="b" * 64, object_key="img-1.dcm", rows=2, columns=2))
+        session.add(ImageCopy(copy_id="img-1", image_id="img-1"))
     with session_scope(engine) as session:
         image = session.get(Image, "img-1")
         assert image is not None
         assert [label.plane for label in image.labels] == [Plane.FETAL_BRAIN]
+
+
+def test_a_label_naming_a_second_copy_joins_the_one_image(engine: sa.Engine) -> None:
+    """The same instance sent twice is one image with two copies; a label may name either."""
+    with session_scope(engine) as session:
+        session.add(Label(image_id="img-second", plane=Plane.FETAL_FEMUR, annotator="a1"))
+        session.add(Image(id="img-first", sha256="c" * 64, object_key="k", rows=2, columns=2))
+        session.add_all(
+            [
+                ImageCopy(copy_id="img-first", image_id="img-first"),
+                ImageCopy(copy_id="img-second", image_id="img-first"),
+            ]
+        )
+    with session_scope(engine) as session:
+        image = session.get(Image, "img-first")
+        assert image is not None and [label.annotator for label in image.labels] == ["a1"]
+        label = session.scalars(sa.select(Label)).one()
+        assert label.image is not None and label.image.id == "img-first"
+
+
+def test_one_image_per_source_instance(engine: sa.Engine) -> None:
+    uid = "2.25.1234"
+    with session_scope(engine) as session:
+        session.add(Image(id="img-a", sha256="d" * 64, sop_instance_uid=uid, object_key="a",
+                          rows=2, columns=2))  # fmt: skip
+    with (
+        pytest.raises(IntegrityError, match="sop_instance_uid"),
+        session_scope(engine) as session,
+    ):
+        session.add(Image(id="img-b", sha256="e" * 64, sop_instance_uid=uid, object_key="b",
+                          rows=2, columns=2))  # fmt: skip
+
+
+def test_images_catalogued_before_copies_existed_are_their_own_published_copy(url: str) -> None:
+    db.upgrade(url, "0004")
+    engine = create_engine_for(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO images (id, sha256, object_key, rows, columns)"
+                " VALUES ('img-old', :sha, 'images/img-old.dcm', 2, 2)"
+            ),
+            {"sha": "f" * 64},
+        )
+    db.upgrade(url)
+    with session_scope(engine) as session:
+        image = session.get(Image, "img-old")
+        assert image is not None and image.published_at == image.created_at
+        assert session.get(ImageCopy, "img-old") is not None
+    engine.dispose()
 
 
 def test_one_reading_per_annotator_and_image(engine: sa.Engine) -> None:

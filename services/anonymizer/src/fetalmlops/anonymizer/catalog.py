@@ -2,9 +2,12 @@
 
 A label names its image by the raw sha256 ingest gave the sender, or by the catalog id. Only
 the anonymizer holds the secret that turns one into the other, so it writes the label rows.
-A label may come before its image is catalogued (an importer labels right after uploading):
-the row waits under the image's id, and snapshots join the two. A replayed event updates the
-annotator's one reading of the image instead of adding a second.
+The sha256 may be that of a second copy of an instance (re-sent in another transfer syntax or
+over another channel), catalogued as a copy of the one image: a label for a copy already known
+is written under the image's id. A label may also come before its copy is known (an importer
+labels right after uploading): the row waits under the copy's id, and ``image_copies`` joins
+it to the image when the copy arrives (``Image.labels``, the trainer's snapshots). A replayed
+event updates the annotator's one reading of the image instead of adding a second.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlalchemy import Engine, select
 from fetalmlops.anonymizer import pseudonyms
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.common.bus import Record, Rejected, read_event
-from fetalmlops.common.db import Label, session_scope
+from fetalmlops.common.db import ImageCopy, Label, session_scope
 from fetalmlops.common.planes import BrainPlane, Plane
 from fetalmlops.v1 import labels_pb2
 
@@ -63,6 +66,9 @@ class Catalog:
             raise Rejected(f"expected LabelAttached, got {type(event).__name__}")
         label = reading(event, self.secret)
         with session_scope(self.engine) as session:
+            copy = session.get(ImageCopy, label.image_id)
+            if copy is not None:
+                label.image_id = copy.image_id
             same = select(Label).where(
                 Label.image_id == label.image_id, Label.annotator == label.annotator
             )

@@ -1,9 +1,16 @@
 """`fetalmlops anonymize IN OUT`: the service's policy, offline, for a file or a folder of
-DICOM, PNG and JPEG."""
+DICOM, PNG and JPEG.
+
+Outputs are named by instance (a DICOM by its pseudonymous SOP Instance UID, a picture by the
+pseudonym of its content), so two inputs of one instance would land on one name: the first is
+written, every later one is said to duplicate it and is not written. An output already in OUT
+is never replaced by a different one.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +38,34 @@ def anonymize_file(data: bytes, policy: Policy, deidentified_at_source: bool) ->
     return f"{pseudonyms.opaque(policy.secret, 'img', sha256)}.png", picture.png
 
 
+@dataclass
+class Outcome:
+    """What a run did with each input, for the summary: written, a copy of an earlier input
+    (same instance, same output), in conflict with one (same instance, other output), refused."""
+
+    written: dict[str, Path] = field(default_factory=dict)  # output name → the input written
+    duplicates: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def place(self, path: Path, name: str, data: bytes, out: Path) -> None:
+        """Write ``data`` as ``out/name`` unless an earlier input or an earlier run did."""
+        target, first = out / name, self.written.get(name)
+        if first is not None:
+            same = target.read_bytes() == data
+            other = "" if same else ", with other content"
+            (self.duplicates if same else self.conflicts).append(
+                f"{path} is the same instance as {first}{other}: not written"
+            )
+        elif target.exists() and target.read_bytes() != data:
+            self.conflicts.append(
+                f"{path}: {target} already holds another image of this instance: not replaced"
+            )
+        else:
+            target.write_bytes(data)
+            self.written[name] = path
+
+
 def anonymize(
     source: Annotated[
         Path, typer.Argument(help="A DICOM, PNG or JPEG file, or a folder of them.", exists=True)
@@ -41,7 +76,8 @@ def anonymize(
 
     The secret comes from FETALMLOPS_ANONYMIZER_SECRET, so runs with the same secret give the
     same pseudonyms as the service; masks, OCR and the other options from the same variables.
-    A file the verification gate refuses is not written.
+    A file the verification gate refuses is not written; nor is a second file of an instance
+    already written (said as a duplicate, or as a conflict when its content differs).
     """
     try:
         own = AnonymizerSettings()
@@ -51,22 +87,29 @@ def anonymize(
         raise typer.Exit(2) from None
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
     out.mkdir(parents=True, exist_ok=True)
-    refused: list[str] = []
+    outcome = Outcome()
     with Progress() as progress:
         task = progress.add_task("anonymizing", total=len(files))
         for path in files:
             try:
                 name, data = anonymize_file(path.read_bytes(), policy, own.pictures_deidentified)
-                (out / name).write_bytes(data)
+                outcome.place(path, name, data, out)
             except (NoRegions, Residue) as exc:
-                refused.append(f"{path}: {type(exc).__name__}: {exc}")
+                outcome.refused.append(f"{path}: {type(exc).__name__}: {exc}")
             except Exception as exc:  # not an image, or not decodable: said, not fatal
-                refused.append(f"{path}: not a readable DICOM, PNG or JPEG ({type(exc).__name__})")
+                outcome.refused.append(
+                    f"{path}: not a readable DICOM, PNG or JPEG ({type(exc).__name__})"
+                )
             progress.advance(task)
-    typer.echo(f"{len(files) - len(refused)} anonymized into {out}, {len(refused)} refused")
-    for line in refused:
-        typer.echo(f"  refused {line}", err=True)
-    if refused:
+    typer.echo(
+        f"{len(outcome.written)} anonymized into {out}, {len(outcome.duplicates)} duplicates,"
+        f" {len(outcome.conflicts)} conflicts, {len(outcome.refused)} refused"
+    )
+    for kind, lines in (("duplicate", outcome.duplicates), ("conflict", outcome.conflicts),
+                        ("refused", outcome.refused)):  # fmt: skip
+        for line in lines:
+            typer.echo(f"  {kind} {line}", err=True)
+    if outcome.refused or outcome.conflicts:
         raise typer.Exit(1)
 
 

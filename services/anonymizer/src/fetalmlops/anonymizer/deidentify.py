@@ -1,10 +1,12 @@
 """PS3.15 Annex E de-identification of a DICOM dataset: a pure function of dataset and policy.
 
-Every element is looked up in Table E.1-1 (``profile.annex_e``), recursively through sequences:
-UIDs become keyed ``2.25.`` pseudonyms, the patient ID a keyed pseudonym, dates move by the
-patient's shift (Retain Longitudinal Temporal Information with Modified Dates), and every other
-listed attribute is removed, emptied or replaced by a dummy. Private elements go unless
-safe-listed. What the source held is returned too, for the verification gate.
+Every element is looked up in Table E.1-1 (``profile.annex_e``), recursively through sequences,
+under the policy's options (their columns of the table): what an option keeps (K) stays, the
+dates its column cleans (C, Retain Longitudinal Temporal Information with Modified Dates) move
+by the patient's shift, UIDs become keyed ``2.25.`` pseudonyms, the patient ID a keyed
+pseudonym, and every other listed attribute is removed, emptied or replaced by a dummy as the
+Basic Profile says. Private elements go unless safe-listed. What the source held is returned
+too, for the verification gate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from fetalmlops.anonymizer import pseudonyms
-from fetalmlops.anonymizer.profile.policy import DEVICE_IDENTITY, Policy, private_creators
+from fetalmlops.anonymizer.profile.policy import Policy, private_creators
 
 PATIENT_ID = 0x00100020
 TEXT_VRS = frozenset(
@@ -121,17 +123,20 @@ class _Walker:
             if element.tag.is_private:
                 self._private(dataset, element, creators)
                 continue
-            action = self.policy.action(tag)
-            if action is None:
-                if element.VR == "SQ":
-                    for item in element.value:
-                        self.walk(item)
-                elif element.VR in TEXT_VRS and element.value is not None:
-                    self.kept.add(str(element.value).strip())
+            action = self.policy.action(tag, element.VR)
+            if action is None or action == "K" or (action == "C" and element.VR == "TM"):
+                self._keep(element)
                 continue
-            if not self._retained(element):
-                self._remember(element)
+            self._remember(element)
             self._apply(dataset, element, action)
+
+    def _keep(self, element: DataElement) -> None:
+        """Unlisted or kept by an option: as it is, a sequence's items cleaned (PS3.15 E.1.1 K)."""
+        if element.VR == "SQ":
+            for item in element.value:
+                self.walk(item)
+        elif element.VR in TEXT_VRS and element.value is not None:
+            self.kept.add(str(element.value).strip())
 
     def _private(
         self, dataset: Dataset, element: DataElement, creators: dict[tuple[int, int], str]
@@ -143,21 +148,16 @@ class _Walker:
             for item in element.value:
                 self.walk(item)
 
-    def _retained(self, element: DataElement) -> bool:
-        """Kept as it is by an option: device identity, or times of day under modified dates."""
-        if self.policy.retain_device_identity and int(element.tag) in DEVICE_IDENTITY:
-            return True
-        return self.policy.retain_modified_dates and element.VR == "TM"
-
     def _apply(self, dataset: Dataset, element: DataElement, action: str) -> None:
         tag, vr = int(element.tag), element.VR
-        if self._retained(element) or tag == PATIENT_ID:
+        if tag == PATIENT_ID:
             return  # the patient ID is replaced by its pseudonym once the walk is done
-        if vr == "UI" and "U" in action:
-            _map(element, lambda v: pseudonyms.uid(self.policy.secret, v))
-        elif self.policy.retain_modified_dates and vr in ("DA", "DT") and element.value:
+        if action == "C":  # a date the option cleans (the policy says which it can)
             shift = pseudonyms.shift_da if vr == "DA" else pseudonyms.shift_dt
-            _map(element, lambda v: shift(v, self.shift))
+            if element.value:
+                _map(element, lambda v: shift(v, self.shift))
+        elif vr == "UI" and "U" in action:
+            _map(element, lambda v: pseudonyms.uid(self.policy.secret, v))
         elif action.startswith("X") and not ("Z" in action and tag in REQUIRED):
             del dataset[element.tag]
         elif "Z" in action or vr not in DUMMY:
@@ -178,7 +178,7 @@ class _Walker:
                     if (
                         nested.VR == "SQ"
                         or nested.VR in ("PN", "DA", "DT")
-                        or self.policy.action(int(nested.tag))
+                        or self.policy.action(int(nested.tag), nested.VR)
                     ):
                         self._remember(nested)
             return

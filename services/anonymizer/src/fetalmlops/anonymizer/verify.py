@@ -85,10 +85,8 @@ def _header(output: bytes) -> bytes:
 
 
 def _should_be_gone(element: DataElement, policy: Policy) -> bool:
-    """A non-empty attribute the profile removes (X...), unless an option keeps its kind."""
-    action = policy.action(int(element.tag))
+    """A non-empty attribute the profile removes (X...) under the policy's options."""
+    action = policy.action(int(element.tag), element.VR)
     if not action or not action.startswith("X") or element.VR == "SQ":
         return False
-    if element.value in (None, "") or int(element.tag) in KEPT_BY_DESIGN:
-        return False
-    return not (policy.retain_modified_dates and element.VR in ("DA", "DT", "TM"))
+    return element.value not in (None, "") and int(element.tag) not in KEPT_BY_DESIGN

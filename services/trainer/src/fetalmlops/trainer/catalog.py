@@ -1,17 +1,19 @@
 """Snapshots in and out of the platform: read the catalog, freeze a manifest, read it back.
 
 The catalog's labelled images become snapshot entries (several annotators: the majority
-reading); the manifest goes to `fetal-datasets/snapshots/<id>.json`, written once (same id,
-same bytes), and a `dataset_snapshots` row names it with its content hash.
+reading; a label may name any raw copy of an image, and an annotator who labelled two copies
+of one image counts once, by the reading written last); the manifest goes to
+`fetal-datasets/snapshots/<id>.json`, written once (same id, same bytes), and a
+`dataset_snapshots` row names it with its content hash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from fetalmlops.common.db import DatasetSnapshot, Image, Label, session_scope
+from fetalmlops.common.db import DatasetSnapshot, Image, ImageCopy, Label, session_scope
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectNotFound, ObjectStore
 from fetalmlops.trainer.snapshots import (
@@ -32,10 +34,21 @@ class UnknownSnapshot(LookupError):
 
 def labelled_entries(engine: Engine, settings: Settings) -> list[Entry]:
     """Every catalogued image with at least one label and a canonical picture."""
+    # The image a label names: through the copy its raw sha256 became (a label may arrive
+    # before its copy, and a second copy of an instance is no image of its own).
+    image_id = func.coalesce(ImageCopy.image_id, Label.image_id)
+    labels = (
+        select(image_id, Label.annotator, Label.plane)
+        .outerjoin(ImageCopy, ImageCopy.copy_id == Label.image_id)
+        .order_by(Label.id)
+    )
     with session_scope(engine) as session:
+        latest: dict[tuple[str, str], str] = {}
+        for image, annotator, plane in session.execute(labels):
+            latest[(image, annotator)] = plane.value
         readings: dict[str, list[str]] = {}
-        for image_id, plane in session.execute(select(Label.image_id, Label.plane)):
-            readings.setdefault(image_id, []).append(plane.value)
+        for (image, _), reading in latest.items():
+            readings.setdefault(image, []).append(reading)
         images = session.scalars(select(Image).where(Image.id.in_(readings))).all()
         return [
             Entry(

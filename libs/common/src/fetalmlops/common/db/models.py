@@ -82,12 +82,20 @@ class IngestRecord(Base):
 
 
 class Image(Base):
-    """A de-identified image in the `fetal-anonymized` bucket."""
+    """A de-identified image in the `fetal-anonymized` bucket: one per source instance.
+
+    A source instance may reach the raw zone more than once (re-sent in another transfer
+    syntax, or over another channel): each raw copy is an ``ImageCopy`` of the one image, and
+    ``sop_instance_uid`` (the de-identified one, a keyed pseudonym of the source's) is what
+    recognises it. The image's id is the pseudonym of the raw copy it was first made from.
+    """
 
     __tablename__ = "images"
 
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # keyed HMAC pseudonym
     sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)  # of the anonymized object
+    # The pseudonymous SOP Instance UID (``2.25.``…); none for PNG/JPEG, which have no instance.
+    sop_instance_uid: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     object_key: Mapped[str] = mapped_column(sa.String(1024))
     canonical_key: Mapped[str | None] = mapped_column(sa.String(1024))
     patient_pseudonym: Mapped[str | None] = mapped_column(sa.String(64), index=True)
@@ -98,17 +106,37 @@ class Image(Base):
     columns: Mapped[int]
     cohort: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     created_at: Mapped[datetime] = _created_at()
+    # Set once fetal.images.anonymized is acknowledged; an image without it is announced again.
+    published_at: Mapped[datetime | None]
 
+    # A label names its image by the id of any of its copies (a raw sha256's pseudonym).
     labels: Mapped[list[Label]] = relationship(
-        primaryjoin="Image.id == foreign(Label.image_id)", viewonly=True
+        secondary="image_copies",
+        primaryjoin="Image.id == foreign(ImageCopy.image_id)",
+        secondaryjoin="foreign(ImageCopy.copy_id) == Label.image_id",
+        viewonly=True,
     )
+
+
+class ImageCopy(Base):
+    """A raw copy of an image's source instance, by the pseudonym of its raw sha256 (the id a
+    label given that sha256 names). The copy an image was made from has the image's own id."""
+
+    __tablename__ = "image_copies"
+
+    copy_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    image_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = _created_at()
 
 
 class Label(Base):
     """One annotator's reading of an image; an image may carry several.
 
     No foreign key: a label may arrive before the anonymizer has catalogued its image (the id
-    is the image's pseudonym, known to both), and snapshots join the two.
+    is the pseudonym of a raw copy's sha256, known to both), and snapshots join the two
+    through ``image_copies``: the copy a label names may be a second copy of an image.
     """
 
     __tablename__ = "labels"
@@ -122,7 +150,11 @@ class Label(Base):
     created_at: Mapped[datetime] = _created_at()
 
     image: Mapped[Image | None] = relationship(
-        primaryjoin="foreign(Label.image_id) == Image.id", viewonly=True
+        secondary="image_copies",
+        primaryjoin="Label.image_id == foreign(ImageCopy.copy_id)",
+        secondaryjoin="foreign(ImageCopy.image_id) == Image.id",
+        viewonly=True,
+        uselist=False,
     )
 
 

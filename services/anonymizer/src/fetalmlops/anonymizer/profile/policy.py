@@ -1,4 +1,9 @@
-"""The de-identification policy: which PS3.15 options apply, and the secret behind pseudonyms."""
+"""The de-identification policy: which PS3.15 options apply, and the secret behind pseudonyms.
+
+What an option does to an attribute is the table's own data: its column in Table E.1-1
+(``profile.annex_e.OPTIONS``) says K or C, and where that column is empty the Basic Profile's
+action applies (PS3.15 E.3).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass, field
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from fetalmlops.anonymizer.profile.annex_e import ACTIONS, REPEATING
+from fetalmlops.anonymizer.profile.annex_e import ACTIONS, OPTIONS, REPEATING
 
 # PS3.16 CID 7050 De-identification Method codes (DCM).
 BASIC_PROFILE = ("113100", "Basic Application Confidentiality Profile")
@@ -17,26 +22,25 @@ RETAIN_DEVICE_IDENTITY = ("113109", "Retain Device Identity Option")
 RETAIN_MODIFIED_DATES = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
 RETAIN_SAFE_PRIVATE = ("113111", "Retain Safe Private Option")
 
-# Attributes the Retain Device Identity Option keeps (PS3.15 Table E.1-1, its "K" column).
-DEVICE_IDENTITY = frozenset(
-    {
-        0x00181000,  # Device Serial Number
-        0x00181002,  # Device UID
-        0x00081010,  # Station Name
-        0x0018700A,  # Detector ID
-        0x00181007,  # Cassette ID
-        0x00181008,  # Gantry ID
-        0x00181009,  # Unique Device Identifier
-        0x0018100A,  # UDI Sequence
-        0x00181003,  # Device ID
-    }
-)
+# The options this policy offers, by their columns in Table E.1-1 (PS3.15 E.3).
+SAFE_PRIVATE_COLUMN = "Rtn. Safe Priv. Opt."
+DEVICE_IDENTITY_COLUMN = "Rtn. Dev. Id. Opt."
+MODIFIED_DATES_COLUMN = "Rtn. Long. Modif. Dates Opt."
+# What C (clean) can mean here, by column and VR: under modified dates a date moves by the
+# patient's shift and a time of day stays (a shift of whole days leaves it as it was). A C cell
+# with no cleaner here (a device's AE title, a timestamp in OB) gets the Basic Profile's action:
+# a cleaning we do not do is no reason to keep a value.
+CLEANABLE: dict[str, frozenset[str]] = {MODIFIED_DATES_COLUMN: frozenset({"DA", "DT", "TM"})}
+# Two options may both name an attribute (a calibration date is device identity and a date):
+# the more protective action applies, cleaned before kept.
+PROTECTIVE_FIRST = ("C", "K")
 
 
 @dataclass(frozen=True)
 class Policy:
     secret: bytes = field(repr=False)
     # Dates shift by one amount per patient, times stay: intervals survive (gestational growth).
+    # Only the dates the option's column names: the patient's birth date is not one of them.
     retain_modified_dates: bool = True
     # Off by default: a scanner's serial and station name can point to a clinic and a day. The
     # scanner *model* (Manufacturer, ManufacturerModelName) is never in the table and always kept.
@@ -66,10 +70,35 @@ class Policy:
         creator = creators.get((group, number >> 8), "")
         return (creator, number & 0xFF) in self.safe_private
 
-    def action(self, tag: int) -> str | None:
+    def columns(self) -> list[str]:
+        """The option columns of Table E.1-1 this policy applies."""
+        chosen = {
+            SAFE_PRIVATE_COLUMN: bool(self.safe_private),
+            DEVICE_IDENTITY_COLUMN: self.retain_device_identity,
+            MODIFIED_DATES_COLUMN: self.retain_modified_dates,
+        }
+        return [column for column in OPTIONS if chosen.get(column, False)]
+
+    def basic_action(self, tag: int) -> str | None:
+        """The Basic Profile's action for ``tag``; None for an attribute the table omits."""
         if tag in ACTIONS:
             return ACTIONS[tag]
         return next((code for base, mask, code in REPEATING if tag & mask == base), None)
+
+    def action(self, tag: int, vr: str = "") -> str | None:
+        """The action under this policy's options: an option column's K, or its C where we
+        can clean that VR; the Basic Profile's action where the columns are empty (E.3)."""
+        basic = self.basic_action(tag)
+        if basic is None:
+            return None
+        row = tag if tag in ACTIONS else next(b for b, m, _ in REPEATING if tag & m == b)
+        cells = [
+            code
+            for column in self.columns()
+            if (code := OPTIONS[column].get(row))
+            and (code != "C" or vr in CLEANABLE.get(column, frozenset()))
+        ]
+        return min(cells, key=PROTECTIVE_FIRST.index) if cells else basic
 
     def method_codes(self) -> list[tuple[str, str]]:
         codes = [BASIC_PROFILE]
