@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,8 +15,9 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.db import upgrade
-from fetalmlops.common.settings import Settings
+from fetalmlops.common.settings import Settings, Topics
 from fetalmlops.v1 import images_pb2
 
 from .processes import ServiceProcess, free_port, settings_env
@@ -32,6 +34,7 @@ class RunningIngest:
     scp_port: int
     settings: Settings  # ingest's own view of the stack
     log: Path
+    pid: int = 0
 
     @property
     def writer(self) -> dict[str, str]:
@@ -39,7 +42,9 @@ class RunningIngest:
 
 
 @contextmanager
-def running_ingest(owner: Settings, ingest: Settings, log: Path) -> Iterator[RunningIngest]:
+def running_ingest(
+    owner: Settings, ingest: Settings, log: Path, env: dict[str, str] | None = None
+) -> Iterator[RunningIngest]:
     upgrade(owner.database_url)
     scp_port = free_port()
     tokens = {
@@ -52,13 +57,36 @@ def running_ingest(owner: Settings, ingest: Settings, log: Path) -> Iterator[Run
         "FETALMLOPS_INGEST_SCP_PORT": str(scp_port),
         "FETALMLOPS_INGEST_CALLING_AE_TITLES": json.dumps([CALLING_AE]),
         "FETALMLOPS_INGEST_TOKENS": json.dumps(tokens),
+        **(env or {}),
     }
     service = ServiceProcess("ingest", env, log)
     service.start()
+    assert service.process is not None
     try:
-        yield RunningIngest(service.url, scp_port, ingest, log)
+        yield RunningIngest(service.url, scp_port, ingest, log, service.process.pid)
     finally:
         service.stop()
+
+
+def private_topics(bootstrap_servers: str, partitions: int = 3) -> Topics:
+    """Topics of this run alone (`test.<tag>.<name>`), created on the broker: a test that
+    counts announcements must not see another test's, nor add to theirs."""
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(**{k: f"test.{tag}.{v}" for k, v in Topics().model_dump().items()})
+    bus = KafkaBus(bootstrap_servers)
+    try:
+        bus.ensure_topics(list(topics.model_dump().values()), partitions)
+    finally:
+        bus.close()
+    return topics
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError("no VmHWM")
 
 
 class TopicWatch:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from fetalmlops.common.bus import (
     Bus,
+    BusUnavailable,
     Consumer,
     EmbeddedBus,
     KafkaBus,
@@ -28,8 +29,11 @@ from fetalmlops.common.bus import (
     read_event,
 )
 from fetalmlops.common.bus.consume import DLQ_ERROR, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC
+from fetalmlops.common.bus.kafka import PUBLISH_BOUND_S
 from fetalmlops.common.settings import Settings
-from fetalmlops.v1 import images_pb2
+from fetalmlops.v1 import images_pb2, predictions_pb2
+
+from .processes import free_port
 
 TIMEOUT_S = 30.0
 
@@ -41,6 +45,18 @@ def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
         backend: Bus = KafkaBus(stack_settings(None).kafka_bootstrap_servers, client_id="contract")
     else:
         backend = EmbeddedBus(partitions=3)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def unavailable_bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
+    """A bus that cannot take a message: the embedded one closed, Kafka with no broker."""
+    if request.param == "kafka":
+        backend: Bus = KafkaBus(f"127.0.0.1:{free_port()}", client_id="contract-down")
+    else:
+        backend = EmbeddedBus(partitions=3)
+        backend.close()
     yield backend
     backend.close()
 
@@ -211,3 +227,60 @@ def test_span_started_before_producing_is_the_parent_of_the_consumer_span(
     assert publish.parent.span_id == upload.get_span_context().span_id
     assert process.parent.span_id == publish.context.span_id
     assert process.context.trace_id == upload.get_span_context().trace_id
+
+
+def test_a_publish_the_bus_cannot_take_fails_fast_and_says_so(unavailable_bus: Bus) -> None:
+    """Callers answer "try again" (HTTP 503, DIMSE 0x0110) on BusUnavailable alone, and must
+    be able to within a request's patience."""
+    for attempt in range(2):  # the first publish opens the producer, the second reuses it
+        begun = time.monotonic()
+        with pytest.raises(BusUnavailable) as refused:
+            unavailable_bus.publish("test.contract.down", "key-with-phi?", b"value")
+        assert time.monotonic() - begun <= PUBLISH_BOUND_S <= 10.0, f"attempt {attempt}"
+        assert "key-with-phi" not in str(refused.value) and "value" not in str(refused.value)
+
+
+def test_inference_keeps_predicting_and_counts_events_it_cannot_publish(
+    unavailable_bus: Bus,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from fetalmlops.inference.publisher import PredictionPublisher
+
+    def dropped() -> float:
+        labels = {"reason": "publish_failed"}
+        return REGISTRY.get_sample_value("fetalmlops_inference_events_dropped_total", labels) or 0
+
+    before = dropped()
+    publisher = PredictionPublisher(unavailable_bus, "test.contract.predictions", "inference")
+    publisher.submit([predictions_pb2.PredictionMade(request_id="r-1")])  # returns at once
+    publisher.close(timeout_s=PUBLISH_BOUND_S + 5)
+    assert not publisher.thread.is_alive()
+    assert dropped() == before + 1
+
+
+def test_a_record_whose_output_the_bus_cannot_take_is_handled_again_not_dead_lettered(
+    bus: Bus,
+) -> None:
+    topic, deadletter = new_topic(bus, partitions=1), new_topic(bus, partitions=1)
+    bus.publish(topic, "study", b"study")
+    attempts: list[bytes] = []
+    stop = threading.Event()
+
+    def handler(record: Record) -> None:
+        attempts.append(record.value)
+        if len(attempts) == 1:
+            raise BusUnavailable(f"{deadletter}: broker restarting")
+        stop.set()
+
+    consumer = Consumer([topic], "g-bus-down", handler, deadletter, RetryPolicy(3, 0.01))
+    worker = threading.Thread(target=consume, args=(bus, consumer, stop))
+    worker.start()
+    worker.join(TIMEOUT_S)
+    watcher = bus.subscribe([deadletter], "g-bus-down-watch")
+    letters = drain(watcher, 1, timeout_s=2)
+    watcher.close()
+
+    assert attempts == [b"study", b"study"], "handled again after the bus came back"
+    assert letters == [], "the message was never at fault"
+    assert next_value(bus, topic, "g-bus-down") == b"sentinel", "committed once handled"

@@ -161,10 +161,14 @@ def test_no_planted_value_reaches_an_answer_or_the_debug_log(
         client.post(V2, json=v2_images([truncated])),
     ]
     assert [r.status_code for r in exchanges] == [200, 200, 400, 400]
-    # Each exchange is logged before its answer is sent; a probe after them all is logged last.
-    marker = f"/v2/models/{NAME}/ready"
-    client.get(marker)
-    wait_for(lambda: marker in server.log.read_text(errors="replace"), 10, "the probe logged")
+    # Each exchange is logged before its answer is sent; a probe after them all is logged last
+    # (the access log names the route, never the URL).
+    route = '"route": "/v2/models/{model_name}/ready"'
+    before = server.log.read_text(errors="replace").count(route)
+    client.get(f"/v2/models/{NAME}/ready")
+    wait_for(
+        lambda: server.log.read_text(errors="replace").count(route) > before, 10, "the probe logged"
+    )
 
     log = server.log.read_bytes().decode("utf-8", errors="replace")
     assert "DEBUG" in log, "the server logs at DEBUG"

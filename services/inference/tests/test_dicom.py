@@ -259,7 +259,8 @@ def test_pydicom_complaining_of_a_value_neither_warns_nor_logs_it(
     recwarn.clear()
     caplog.set_level(logging.DEBUG)
 
-    with pytest.raises(ValueError, match="cannot be decoded") as refused:
+    # The header's frame count is refused before a pixel is decoded, and not repeated.
+    with pytest.raises(ValueError, match="over the limit of 1000 frames") as refused:
         canonical_picture(data)
 
     assert birth_date not in str(refused.value)

@@ -85,6 +85,22 @@ def test_v1_accepts_a_json_body_kserve_passes_through_as_bytes(
     assert from_bytes == from_json
 
 
+def test_v1_accepts_tensorflow_servings_request_formats(
+    predictor: PlanePredictor, pngs: list[bytes]
+) -> None:
+    encoded = {"b64": b64(pngs[0])}
+    bodies = [
+        {"instances": [encoded]},
+        {"instances": [{"image_bytes": encoded}]},  # Vertex AI's image input
+        {"inputs": [encoded]},  # the columnar format
+        {"inputs": {"image_bytes": [encoded]}},
+        {"inputs": [b64(pngs[0])]},
+    ]
+    answers = [call(predictor, body)["predictions"] for body in bodies]
+    for (prediction,) in answers:
+        assert prediction["probabilities"] == answers[0][0]["probabilities"]
+
+
 def test_v2_images_give_the_same_answers_with_both_outputs(
     predictor: PlanePredictor, pngs: list[bytes], torchserve: TorchServeWorker
 ) -> None:
@@ -137,7 +153,9 @@ def test_v2_requested_outputs_are_honoured(predictor: PlanePredictor, pngs: list
     request = v2([images_input([b64(pngs[0])])], outputs=[{"name": "label"}])
     assert [o["name"] for o in call(predictor, request)["outputs"]] == ["label"]
     unknown = v2([images_input([b64(pngs[0])])], outputs=[{"name": "embedding"}])
-    with pytest.raises(InvalidInput, match="Unexpected inference output 'embedding'"):
+    with pytest.raises(
+        InvalidInput, match=r"^output 0 is not one this model gives: 'probabilities' or 'label'$"
+    ):
         call(predictor, unknown)
 
 
@@ -186,7 +204,11 @@ V1_MISTAKES = [
     ({"instances": [{"image": "x"}]}, "instance 0: request has no image under any of b64"),
     ({"instances": []}, '"instances" is empty'),
     ({"instances": {"b64": B64_TEXT}}, '"instances" must be a list, not dict'),
-    ({"inputs": []}, 'expected a JSON object {"instances"'),
+    ({"inputs": []}, '"inputs" is empty'),
+    ({"inputs": {"a": [], "b": []}}, '"inputs" must name one input'),
+    ({"instances": [{"b64": "x"}] * 65}, "the request holds more than 64 images"),
+    ({"instances": [images_input([B64_TEXT])]}, "this is a V2 request: send it to /v2/models"),
+    ({"images": []}, 'expected a JSON object {"instances"'),
     ([1, 2], 'expected a JSON object {"instances"'),
     (b"\x89PNG\r\n\x1a\n", "the body is not JSON"),
 ]
@@ -217,20 +239,20 @@ V2_MISTAKES = [
     ([{"name": "image", "datatype": "FP32", "shape": [1], "data": [1.0]}], "must be BYTES"),
     ([images_input(["not base64!"])], "input 'image' element 0: request text is not base64"),
     ([images_input([B64_TEXT])], "input 'image' element 0: not a PNG or JPEG image"),
-    ([{**images_input([B64_TEXT]), "shape": [2]}], "shape [2] holds 2 elements, the data 1"),
+    ([{**images_input([B64_TEXT]), "shape": [2]}], "different numbers of elements"),
+    ([images_input([B64_TEXT] * 65)], "the request holds more than 64 images"),
     ([images_input([])], "input 'image' holds no image"),
-    (
-        [tensor([1, 3, 32, 32])],
-        f"has shape [1, 3, 32, 32]; this model's preprocessing gives [-1, 3, {SIZE}, {SIZE}]",
-    ),
-    ([tensor([1, 1, SIZE, SIZE])], "has shape [1, 1, 64, 64]"),
-    ([tensor([SIZE, SIZE])], f"has shape [{SIZE}, {SIZE}]"),
+    ([tensor([1, 3, 32, 32])], f"this model's preprocessing gives [-1, 3, {SIZE}, {SIZE}]"),
+    ([tensor([1, 1, SIZE, SIZE])], "this model's preprocessing gives"),
+    ([tensor([SIZE, SIZE])], "this model's preprocessing gives"),
+    ([tensor([65, 3, SIZE, SIZE], [0.0])], "the request holds more than 64 images"),
     ([tensor([-1, 3, SIZE, SIZE], [0.0])], "is not a list of sizes"),
     ([tensor([1, 3, SIZE, SIZE], datatype="FP64")], "must be FP32, not FP64"),
-    ([tensor([1, 3, SIZE, SIZE], [0.5] * 10)], f"holds {3 * SIZE * SIZE} values, the data 10"),
+    ([tensor([1, 3, SIZE, SIZE], [0.5] * 10)], "different numbers of values"),
     ([tensor([1, 3, SIZE, SIZE], [float("nan")] * 3 * SIZE * SIZE)], "NaN or infinite"),
     ([tensor([1, 3, SIZE, SIZE], ["x"] * 3 * SIZE * SIZE)], "is not a tensor of numbers"),
-    ([{**tensor([1, 3, SIZE, SIZE]), "name": "pixels"}], "unknown input 'pixels'"),
+    ([{**tensor([1, 3, SIZE, SIZE]), "name": "pixels"}], "input 0 is not one this model takes"),
+    ([{**tensor([1, 3, SIZE, SIZE]), "datatype": "F32"}], "not an unknown datatype"),
     ([images_input([B64_TEXT]), tensor([1, 3, SIZE, SIZE])], "expected exactly one input"),
     ([], "got 0"),
 ]

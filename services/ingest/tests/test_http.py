@@ -6,9 +6,14 @@ import io
 import json
 
 import pydicom
+import pytest
 from fastapi.testclient import TestClient
 
+from fetalmlops.common.bus import EmbeddedBus
+from fetalmlops.common.service import create_app
 from fetalmlops.datasets.phantom.samples import sample_dicom, sample_picture
+from fetalmlops.ingest.http import add_routes
+from fetalmlops.ingest.intake import Intake
 
 from .conftest import WRITER
 
@@ -99,7 +104,8 @@ def test_stow_rs_reports_each_instance(client: TestClient) -> None:
         pydicom.dcmread(io.BytesIO(d)).SOPInstanceUID for d in (good, other)
     ]
     (failed,) = payload["00081198"]["Value"]
-    assert failed["00081197"] == {"vr": "US", "Value": [0x0122]}
+    # A US instance whose Modality is not US does not match its SOP class: A900, as on C-STORE.
+    assert failed["00081197"] == {"vr": "US", "Value": [0xA900]}
     assert failed["00081155"]["Value"] == [bad.SOPInstanceUID]
 
 
@@ -126,3 +132,102 @@ def test_stow_rs_refuses_a_non_multipart_request(client: TestClient) -> None:
         headers={**WRITER, "Content-Type": "application/dicom"},
     )
     assert response.status_code == 415 and "multipart/related" in response.json()["detail"]
+
+
+@pytest.fixture
+def app_intake(intake: Intake) -> tuple[TestClient, Intake]:
+    """The routes over an intake the test holds, so it can take the bus away and back."""
+    app = create_app("ingest under test", {})
+    add_routes(app, intake)
+    return TestClient(app), intake
+
+
+def stored_objects(intake: Intake) -> int:
+    return len(list(intake.store.list(intake.settings.buckets.raw)))
+
+
+def announced(intake: Intake) -> list[str]:
+    assert isinstance(intake.bus, EmbeddedBus)
+    subscription = intake.bus.subscribe([intake.settings.topics.images_received], "t-watch")
+    keys = [r.key or "" for r in subscription.poll(0.1)]
+    subscription.close()
+    return keys
+
+
+def test_a_png_sent_as_dicom_fails_and_is_not_stored(app_intake: tuple[TestClient, Intake]) -> None:
+    client, intake = app_intake
+    content_type, body = stow_body(sample_picture(15, "PNG"))
+    response = client.post(
+        "/dicomweb/studies", content=body, headers={**WRITER, "Content-Type": content_type}
+    )
+    assert response.status_code == 409
+    (failed,) = response.json()["00081198"]["Value"]
+    assert failed == {"00081197": {"vr": "US", "Value": [0xC000]}}, "no UIDs: it has none"
+    assert stored_objects(intake) == 0 and announced(intake) == []
+
+
+def test_stow_rs_to_one_study_refuses_the_instances_of_another(
+    app_intake: tuple[TestClient, Intake],
+) -> None:
+    client, intake = app_intake
+    mine, other = sample_dicom(16), sample_dicom(17)
+    study = str(pydicom.dcmread(io.BytesIO(mine)).StudyInstanceUID)
+    assert study != pydicom.dcmread(io.BytesIO(other)).StudyInstanceUID
+    content_type, body = stow_body(mine, other)
+    headers = {**WRITER, "Content-Type": content_type}
+
+    response = client.post(f"/dicomweb/studies/{study}", content=body, headers=headers)
+
+    assert response.status_code == 202
+    (failed,) = response.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xA901]
+    assert failed["00081155"]["Value"] == [pydicom.dcmread(io.BytesIO(other)).SOPInstanceUID]
+    assert stored_objects(intake) == 1 and len(announced(intake)) == 1
+    not_a_uid = client.post("/dicomweb/studies/1.2.x", content=body, headers=headers)
+    assert not_a_uid.status_code == 400 and "1.2.x" not in not_a_uid.text
+    assert stored_objects(intake) == 1
+
+
+def test_stow_rs_answers_in_xml_or_not_at_all(app_intake: tuple[TestClient, Intake]) -> None:
+    client, intake = app_intake
+    content_type, body = stow_body(sample_dicom(18))
+    headers = {**WRITER, "Content-Type": content_type}
+    refused = client.post(
+        "/dicomweb/studies", content=body, headers={**headers, "Accept": "image/png"}
+    )
+    assert refused.status_code == 406 and stored_objects(intake) == 0, "refused before storing"
+    xml = client.post(
+        "/dicomweb/studies", content=body, headers={**headers, "Accept": "application/dicom+xml"}
+    )
+    assert xml.status_code == 200
+    assert xml.headers["content-type"].startswith("application/dicom+xml")
+    assert b"NativeDicomModel" in xml.content and b"ReferencedSOPSequence" in xml.content
+
+
+def test_without_the_bus_every_upload_is_a_503_and_the_retry_announces_once(
+    app_intake: tuple[TestClient, Intake],
+) -> None:
+    client, intake = app_intake
+    healthy, down = intake.bus, EmbeddedBus()
+    down.close()
+    intake.bus = down
+    data = sample_dicom(19)
+    content_type, body = stow_body(sample_dicom(20), sample_dicom(21))
+    stow_headers = {**WRITER, "Content-Type": content_type}
+    label = {"raw_sha256": "ab" * 32, "plane": "Fetal brain", "annotator": "a"}
+
+    rest = client.post("/v1/images", files={"file": ("x", data)}, headers=WRITER)
+    stow_rs = client.post("/dicomweb/studies", content=body, headers=stow_headers)
+    labels = client.post("/v1/labels", json=label, headers={"Authorization": "Bearer labeller"})
+
+    for response in (rest, stow_rs, labels):
+        assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+    reasons = [f["00081197"]["Value"] for f in stow_rs.json()["00081198"]["Value"]]
+    assert reasons == [[0x0110], [0x0110]], "the second part is not tried once the bus is down"
+    assert 'fetalmlops_ingest_unannounced_total{channel="rest"}' in client.get("/metrics").text
+
+    intake.bus = healthy
+    again = client.post("/v1/images", files={"file": ("x", data)}, headers=WRITER)
+    assert again.status_code == 201
+    assert client.post("/v1/images", files={"file": ("x", data)}, headers=WRITER).status_code == 200
+    assert announced(intake) == [again.json()["sha256"]]

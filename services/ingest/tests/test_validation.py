@@ -10,7 +10,12 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+)
 
 from fetalmlops.datasets.phantom.samples import sample_dicom, sample_picture
 from fetalmlops.ingest.settings import IngestSettings
@@ -81,13 +86,31 @@ def refused(data: bytes, limits: IngestSettings = LIMITS) -> Invalid:
     return caught.value
 
 
-def test_wrong_modality_and_sop_class_are_not_allowed() -> None:
+def test_a_wrong_modality_and_a_wrong_sop_class_are_two_causes() -> None:
     ds = phantom()
     ds.Modality = "CT"
-    assert refused(dicom_bytes(ds)).verdict is Verdict.NOT_ALLOWED
+    assert refused(dicom_bytes(ds)).verdict is Verdict.DOES_NOT_MATCH_SOP_CLASS
     ds = phantom()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
-    assert "SOP class" in refused(dicom_bytes(ds)).reason
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # SC
+    assert refused(dicom_bytes(ds)).verdict is Verdict.SOP_CLASS_NOT_SUPPORTED
+
+
+def test_a_data_set_unlike_the_sop_class_it_was_sent_as_does_not_match() -> None:
+    """PS3.10: the file meta's SOP class is the data set's own; a C-STORE SCP writes the
+    presentation context's there, so a CT data set sent as ultrasound is caught here."""
+    ds = phantom()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage, meta still ultrasound
+    buffer = io.BytesIO()
+    ds.save_as(buffer)  # as written, without pydicom bringing the meta in line
+    assert refused(buffer.getvalue()).verdict is Verdict.DOES_NOT_MATCH_SOP_CLASS
+
+
+def test_a_channel_may_take_dicom_only() -> None:
+    only_dicom = frozenset({DICOM})
+    assert validate(sample_dicom(1), LIMITS, only_dicom).media_type == DICOM
+    with pytest.raises(Invalid) as caught:
+        validate(sample_picture(1, "PNG"), LIMITS, only_dicom)
+    assert caught.value.verdict is Verdict.UNSUPPORTED
 
 
 def test_missing_or_wrong_pixel_data_is_corrupt() -> None:
@@ -121,3 +144,14 @@ def test_reasons_never_quote_the_file() -> None:
     ds.Modality = "MR"
     ds.PatientName = "SECRET^PATIENT"
     assert "SECRET" not in refused(dicom_bytes(ds)).reason
+    ds.Modality = "CANARY"  # any header value, even one that is not PHI by its kind
+    assert "CANARY" not in refused(dicom_bytes(ds)).reason
+    ds = phantom()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.3.4.5.6.7.8.9"
+    assert "1.2.3.4.5.6.7.8.9" not in refused(dicom_bytes(ds)).reason
+
+
+def test_a_transfer_syntax_outside_the_table_is_refused() -> None:
+    ds = phantom()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian  # readable, not in the table
+    assert refused(dicom_bytes(ds)).verdict is Verdict.TRANSFER_SYNTAX_NOT_SUPPORTED

@@ -24,12 +24,13 @@ import json
 import shutil
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ from PIL import Image
 from fetalmlops.common.store import ObjectStore
 from fetalmlops.imaging.statistics import STATISTICS_SIZE
 from fetalmlops.inference.dicom import Scanner, cleaned_request, is_dicom
+from fetalmlops.inference.limits import ImageLimits, check_size
+from fetalmlops.inference.refusals import TooLarge
 
 MODEL_STORE = "model-store"
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -51,6 +54,9 @@ HANDLER_API = ("PlaneClassifier", "image_bytes", "read_classes")
 PREPROCESSING_API = ("Preprocessing", "to_tensor", "square_greyscale")
 # Far above any backbone the trainer offers; refuses a zip bomb before a byte is written.
 MAX_UNPACKED_BYTES = 4 * 1024**3
+# What a request may send (as ingest accepts): Pillow would open a dozen more formats.
+PICTURE_FORMATS = ("PNG", "JPEG")
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 
 class ArchiveError(Exception):
@@ -97,28 +103,29 @@ class Archive:
         classifier: Classifier = self.handler.PlaneClassifier.load(self.directory, device)
         return classifier
 
-    def decode(self, item: object) -> Decoded:
+    def decode(self, item: object, limits: ImageLimits | None = None) -> Decoded:
         """One request item (base64 text, image bytes, ``{"b64": ...}``) as the model's input.
 
         A DICOM file is first cleaned and harmonised into the canonical PNG the anonymizer
         would publish for it (`dicom.cleaned_request`), the picture the model learnt from.
         The picture is decoded once, by the archive's own code, into the model's input and
-        into the thumbnail image statistics are measured on. Raises ValueError with the
-        reason when the item is not a PNG or JPEG, and with a reason that quotes nothing of
-        the file when a DICOM cannot be cleaned.
+        into the thumbnail image statistics are measured on. Raises TooLarge when the header
+        declares more than ``limits`` allow (before a pixel is decoded), and ValueError with a
+        reason that quotes nothing of the item when it is not a PNG, JPEG or DICOM.
         """
-        data, scanner = self.handler.image_bytes(item), None
+        limits = limits or ImageLimits()
+        # Raw bytes that are a file already are not text to decode, even when every byte
+        # of them happens to be ASCII (a small DICOM can be).
+        data: bytes = item if is_file(item) else self.handler.image_bytes(item)
+        scanner = None
         if is_dicom(data):
-            cleaned = cleaned_request(data)
+            cleaned = cleaned_request(data, limits=limits)
             data, scanner = cleaned.png, cleaned.scanner
-        try:
-            with Image.open(io.BytesIO(data)) as picture:
-                picture.load()
-                tensor = self.preprocessing.to_tensor(picture, self.transform)
-                thumbnail = self.preprocessing.square_greyscale(picture, STATISTICS_SIZE)
-                columns, rows = picture.size
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"not a PNG or JPEG image: {exc}") from None
+        picture = open_picture(data, limits)
+        with picture:
+            tensor = self.preprocessing.to_tensor(picture, self.transform)
+            thumbnail = self.preprocessing.square_greyscale(picture, STATISTICS_SIZE)
+            columns, rows = picture.size
         return Decoded(tensor, np.asarray(thumbnail), rows, columns, scanner)
 
     def decode_tensor(self, tensor: torch.Tensor) -> Decoded:
@@ -127,6 +134,33 @@ class Archive:
         grey = Image.fromarray(np.rint(np.clip(levels, 0, 1) * 255).astype(np.uint8))
         thumbnail = self.preprocessing.square_greyscale(grey, STATISTICS_SIZE)
         return Decoded(tensor, np.asarray(thumbnail), tensor.shape[1], tensor.shape[2])
+
+
+def open_picture(data: bytes, limits: ImageLimits) -> Image.Image:
+    """The PNG or JPEG in ``data``, decoded once its header's size is within ``limits``."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb check warns past 89 M pixels; ours has refused it by then.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            picture = Image.open(io.BytesIO(data), formats=PICTURE_FORMATS)
+            columns, rows = picture.size
+            check_size(rows, columns, 1, limits)  # from the header, before decoding
+            picture.load()
+    except TooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise TooLarge("the image would decompress past the pixel limit") from None
+    except Exception as exc:
+        # Pillow raises many types for truncated or corrupt input, and its messages may
+        # quote what it read.
+        kind = type(exc).__name__
+        raise ValueError(f"not a PNG or JPEG image, or a corrupt one ({kind})") from None
+    return picture
+
+
+def is_file(item: object) -> TypeGuard[bytes]:
+    """Bytes that begin as a PNG, a JPEG or a DICOM Part 10 file does."""
+    return isinstance(item, bytes) and (item.startswith(SIGNATURES) or is_dicom(item))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ is thus served the very picture it was trained on, and never sees a banner.
 Nothing of the header leaves this module: every refusal is a fixed sentence, and pydicom's
 warnings and log records, which quote the values they complain of, are silenced. A file that
 says nothing of its imaging region cannot be cleaned here (no configured mask, no OCR) and is
-refused.
+refused. A file whose header declares more pixels or frames than the limits allow is refused
+(`limits.TooLarge`) before its pixel data is decoded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydicom.dataset import Dataset
 from fetalmlops.imaging.canonical import CANONICAL_SIZE, canonical, union
 from fetalmlops.imaging.quiet import quiet_pydicom
 from fetalmlops.imaging.regions import NoRegions, clean_pixel_data, us_regions
+from fetalmlops.inference.limits import ImageLimits, check_size
 
 # PS3.10 7.1: a 128-byte preamble, then the prefix "DICM".
 PREAMBLE_BYTES = 128
@@ -61,17 +63,21 @@ class CleanedRequest:
     scanner: Scanner | None
 
 
-def canonical_picture(data: bytes, size: int = CANONICAL_SIZE) -> bytes:
+def canonical_picture(
+    data: bytes, size: int = CANONICAL_SIZE, limits: ImageLimits | None = None
+) -> bytes:
     """The canonical PNG the anonymizer would publish for the study in ``data``.
 
     Raises ValueError, its message free of any value of the file, when ``data`` is not a
     Part 10 file, cannot be read, holds no pixel data, names no imaging region, or its pixels
     cannot be decoded.
     """
-    return cleaned_request(data, size).png
+    return cleaned_request(data, size, limits).png
 
 
-def cleaned_request(data: bytes, size: int = CANONICAL_SIZE) -> CleanedRequest:
+def cleaned_request(
+    data: bytes, size: int = CANONICAL_SIZE, limits: ImageLimits | None = None
+) -> CleanedRequest:
     """`canonical_picture`, and the scanner the header names (None when it names none)."""
     if not is_dicom(data):
         raise ValueError(NOT_DICOM)
@@ -79,6 +85,7 @@ def cleaned_request(data: bytes, size: int = CANONICAL_SIZE) -> CleanedRequest:
         ds = _read(data)
         if "PixelData" not in ds:
             raise ValueError(NO_PIXELS)
+        check_size(*_geometry(ds), limits or ImageLimits())
         first = _cleaned_first_frame(ds)
         region = union(us_regions(ds))
         make, model = str(ds.get("Manufacturer", "")), str(ds.get("ManufacturerModelName", ""))
@@ -91,6 +98,15 @@ def _read(data: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(data))
     except Exception:
         # The reader's own message may quote what it read.
+        raise ValueError(UNREADABLE) from None
+
+
+def _geometry(ds: Dataset) -> tuple[int, int, int]:
+    """Rows, columns and frames as the header declares them: what decoding would allocate."""
+    try:
+        return int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception:
+        # A missing or malformed element; its value may be quoted by the error.
         raise ValueError(UNREADABLE) from None
 
 

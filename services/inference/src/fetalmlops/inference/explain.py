@@ -25,7 +25,7 @@ and each image is answered with (the predictor adds ``model_name`` and ``model_v
      "heatmap_png": "<base64 PNG>", "samples" (shap only), "elapsed_ms"}
 
 ``target`` defaults to the predicted plane; ``elapsed_ms`` is the whole request's. Every client
-mistake raises ``kserve.errors.InvalidInput`` (HTTP 400).
+mistake raises `refusals.Refused` (HTTP 400).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from kserve.errors import InvalidInput
 from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional
@@ -47,6 +46,7 @@ from torch.nn import functional
 from fetalmlops.inference.archive import Archive, Classifier
 from fetalmlops.inference.heatmap import greyscale_picture, heatmap_png
 from fetalmlops.inference.protocol import Batch
+from fetalmlops.inference.refusals import Refused
 
 # The first round is timed to size the next ones; it runs whatever the budget, so it is small
 # (a ResNet-18 sample takes about 0.3 s on two CPU cores).
@@ -85,22 +85,22 @@ def explanation_request(batch: Batch, archive: Archive) -> ExplanationRequest:
 def with_parameters(
     images: torch.Tensor, parameters: object, archive: Archive
 ) -> ExplanationRequest:
+    # The reasons name what ":explain" takes, never the names or values a client sent.
     if len(images) > MAX_IMAGES:
-        raise InvalidInput(f"{len(images)} images to explain: at most {MAX_IMAGES} a request")
+        raise Refused(f"{len(images)} images to explain: at most {MAX_IMAGES} a request")
     if parameters is None:
         return ExplanationRequest(images)
     if not isinstance(parameters, dict):
-        raise InvalidInput(f'"parameters" must be an object, not {type(parameters).__name__}')
-    unknown = sorted(set(parameters) - set(PARAMETERS))
-    if unknown:
-        raise InvalidInput(f'unknown parameters {unknown}: ":explain" takes {list(PARAMETERS)}')
+        raise Refused(f'"parameters" must be an object, not {type(parameters).__name__}')
+    if set(parameters) - set(PARAMETERS):
+        raise Refused(f'unknown parameters: ":explain" takes {list(PARAMETERS)}')
     method = parameters.get("method", Method.GRADCAM.value)
     methods = [m.value for m in Method]
     if not isinstance(method, str) or method not in methods:
-        raise InvalidInput(f"unknown method {method!r}: one of {methods}")
+        raise Refused(f"unknown method: one of {methods}")
     target = parameters.get("target")
     if target is not None and target not in archive.classes:
-        raise InvalidInput(f"unknown target {target!r}: one of {list(archive.classes)}")
+        raise Refused(f"unknown target: one of {list(archive.classes)}")
     return ExplanationRequest(images, Method(method), target)
 
 
@@ -110,7 +110,7 @@ def explanations(
     """One answer per image (see the module's docstring); ``transform`` is the archive's."""
     start = time.monotonic()
     if request.method is Method.GRADCAM and not classifier.has_features:
-        raise InvalidInput(
+        raise Refused(
             "this model version was exported without the feature map Grad-CAM needs: "
             f'ask for "method": "{Method.SHAP}"'
         )

@@ -7,10 +7,11 @@
   ``BaseHTTPMiddleware`` buffers streamed bodies, which is what the limit is there to prevent.
 * ``bearer_tokens`` and ``require_token_off_loopback``: the server starts only where its
   exposure matches its configuration: without a token it answers on loopback only.
-* ``binary_request_mistake``: KServe decodes the V2 binary tensor extension without checking
-  it, and answers a wrong ``Inference-Header-Content-Length`` or a malformed JSON header part
-  with HTTP 500 (``ValueError``, ``KeyError``, ``TypeError``), or accepts sizes that do not
-  add up; this names the mistake so the server can answer 400.
+* A body sent compressed (``Content-Encoding``, which tritonclient offers) is refused with 415:
+  the server does not inflate what it cannot bound before inflating it.
+
+The V2 binary tensor extension is checked in ``binary.py``, the bytes held across requests
+are bounded in ``admission.py``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import math
-import struct
 from collections.abc import Collection, Sequence
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -113,7 +111,11 @@ class RequestGuard:
             await respond(send, 401, reason, [(b"www-authenticate", challenge), *closing])
             return
         if declared is not None and declared > self.max_request_bytes:
-            await respond(send, 413, self.too_large(f" of {declared} bytes"), CLOSE)
+            await respond(send, 413, self.too_large(), CLOSE)
+            return
+        if (header(scope, b"content-encoding") or b"identity").strip().lower() != b"identity":
+            reason = "a compressed body (Content-Encoding) is not accepted: send it uncompressed"
+            await respond(send, 415, reason, CLOSE)
             return
         await self.limited(scope, receive, send)
 
@@ -136,8 +138,9 @@ class RequestGuard:
         matches = [hmac.compare_digest(presented, known) for known in self.digests]
         return None if any(matches) else ("invalid bearer token", b'Bearer error="invalid_token"')
 
-    def too_large(self, size: str = "") -> str:
-        return f"the request body{size} is over the limit of {self.max_request_bytes} bytes"
+    def too_large(self) -> str:
+        # Not the declared length: a Content-Length is the client's to write.
+        return f"the request body is over the limit of {self.max_request_bytes} bytes"
 
     async def limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Runs the application, cutting off a body that streams past the limit with 413."""
@@ -207,115 +210,3 @@ async def respond(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-# The KServe V2 (Open Inference) protocol's fixed-size tensor datatypes, in bytes per element.
-# BYTES elements are variable: each is a 4-byte little-endian length, then that many bytes.
-DATATYPE_BYTES = {
-    "BOOL": 1,
-    "UINT8": 1,
-    "UINT16": 2,
-    "UINT32": 4,
-    "UINT64": 8,
-    "INT8": 1,
-    "INT16": 2,
-    "INT32": 4,
-    "INT64": 8,
-    "FP16": 2,
-    "FP32": 4,
-    "FP64": 8,
-}
-JSON_LENGTH_HEADER = "Inference-Header-Content-Length"
-
-
-def binary_request_mistake(body: bytes, json_length: str | None) -> str | None:
-    """What is wrong with a V2 request in the binary tensor extension, or None.
-
-    The body is a JSON header of ``json_length`` bytes, then each input's raw tensor in the
-    order of ``inputs``, ``parameters.binary_data_size`` bytes each (Triton's
-    ``extension_binary_data.md``, which KServe's V2 protocol adopts).
-    """
-    if json_length is None:
-        return f"a body that is not JSON needs the {JSON_LENGTH_HEADER} header (binary tensors)"
-    if not json_length.strip().isdigit():
-        return f"{JSON_LENGTH_HEADER} must be a number of bytes, not {json_length!r}"
-    length = int(json_length)
-    if length > len(body):
-        return f"{JSON_LENGTH_HEADER} is {length} but the body holds {len(body)} bytes"
-    try:
-        request = json.loads(body[:length])
-    except (UnicodeDecodeError, ValueError) as exc:
-        return f"the first {length} bytes ({JSON_LENGTH_HEADER}) are not JSON: {exc}"
-    if not isinstance(request, dict):
-        return f"the JSON header must be an object, not {type(request).__name__}"
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
-        return '"inputs" must be a list of objects'
-    outputs = request.get("outputs", [])
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
-    ):
-        return '"outputs" must be a list of objects with a "name"'
-    start = length
-    for index, infer_input in enumerate(inputs):
-        mistake = input_mistake(infer_input, index)
-        size = (infer_input.get("parameters") or {}).get("binary_data_size")
-        if mistake is None and size is not None:
-            mistake = binary_input_mistake(infer_input, body[start : start + size], size)
-            start += size
-        if mistake is not None:
-            return mistake
-    if start != len(body):
-        return (
-            f"the inputs' binary_data_size add up to {start - length} bytes, but "
-            f"{len(body) - length} bytes follow the JSON header"
-        )
-    return None
-
-
-def input_mistake(infer_input: dict[str, Any], index: int) -> str | None:
-    name = infer_input.get("name")
-    if not isinstance(name, str):
-        return f'input {index} has no "name"'
-    if infer_input.get("datatype") not in (*DATATYPE_BYTES, "BYTES"):
-        return f"input {name!r}: unknown datatype {infer_input.get('datatype')!r}"
-    shape = infer_input.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        return f"input {name!r}: shape {shape!r} is not a list of sizes"
-    parameters = infer_input.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        return f'input {name!r}: "parameters" must be an object'
-    size = parameters.get("binary_data_size")
-    if size is None:
-        return None if "data" in infer_input else f'input {name!r} has no "data"'
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        return f"input {name!r}: binary_data_size must be a number of bytes, not {size!r}"
-    if "data" in infer_input:
-        return f'input {name!r} has both "data" and binary_data_size'
-    return None
-
-
-def binary_input_mistake(infer_input: dict[str, Any], raw: bytes, size: int) -> str | None:
-    name, datatype, shape = infer_input["name"], infer_input["datatype"], infer_input["shape"]
-    if len(raw) < size:
-        return f"input {name!r}: binary_data_size is {size}, the body holds {len(raw)} more bytes"
-    elements = math.prod(shape)
-    if datatype != "BYTES":
-        expected = elements * DATATYPE_BYTES[datatype]
-        if size == expected:
-            return None
-        return f"input {name!r}: shape {shape} of {datatype} is {expected} bytes, not {size}"
-    count, offset = 0, 0
-    while offset < size:
-        if offset + 4 > size:
-            return f"input {name!r}: BYTES element {count} is cut off in its length"
-        (item,) = struct.unpack_from("<I", raw, offset)
-        offset += 4 + item
-        if offset > size:
-            return f"input {name!r}: BYTES element {count} of {item} bytes is cut off"
-        count += 1
-    if count != elements:
-        return f"input {name!r}: shape {shape} holds {elements} elements, the data {count}"
-    return None

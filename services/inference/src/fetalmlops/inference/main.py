@@ -30,6 +30,7 @@ from fetalmlops.common.store import open_store
 from fetalmlops.common.telemetry import configure_logging, configure_tracing
 from fetalmlops.inference.archive import Archive, ArchiveError, open_version
 from fetalmlops.inference.guard import ServeRefused
+from fetalmlops.inference.limits import ImageLimits
 from fetalmlops.inference.predictor import Options, PlanePredictor
 from fetalmlops.inference.publisher import PredictionPublisher
 from fetalmlops.inference.reload import Follower, follow
@@ -61,6 +62,8 @@ def build(
         explain_timeout_s=own.explain_timeout_s,
         publish=publisher.submit,
         parallel_runs=own.parallel_runs,
+        limits=ImageLimits(own.max_pixels, own.max_side, own.max_frames, own.max_request_images),
+        max_concurrent_decodes=own.max_concurrent_decodes,
     )
     try:
         predictors = (

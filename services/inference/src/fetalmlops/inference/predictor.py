@@ -2,8 +2,9 @@
 
 KServe's ``Model.__call__`` runs ``preprocess`` → ``validate`` → ``predict`` (or ``explain``)
 → ``postprocess`` and times each stage into its Prometheus histograms. Here ``preprocess``
-decodes the request for the version being served (refusing client mistakes with
-``InvalidInput``, HTTP 400), ``predict`` hands the images to that version's micro-batcher,
+decodes the request for the version being served (refusing client mistakes with `Refused`,
+HTTP 400 or 413), at most ``max_concurrent_decodes`` requests at a time since each decode
+holds a full-size picture, ``predict`` hands the images to that version's micro-batcher,
 and ``postprocess`` shapes the answer for the protocol the request came in, then queues one
 PHI-free `fetal.predictions` event per image. KServe calls these on its event loop, so
 decoding and the model run in the loop's executor: probes keep answering during a batch.
@@ -18,7 +19,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,11 +28,12 @@ from kserve.errors import ModelNotReady
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from opentelemetry import trace
 
-from fetalmlops.inference import protocol
+from fetalmlops.inference import metadata, protocol
 from fetalmlops.inference.archive import Archive, Classifier
 from fetalmlops.inference.batching import BatchRun, MicroBatcher
 from fetalmlops.inference.events import Observation, Served, prediction_event, prediction_id
 from fetalmlops.inference.explain import explanation_request, explanations
+from fetalmlops.inference.limits import ImageLimits
 from fetalmlops.inference.metrics import (
     BATCH_IMAGES,
     PREDICTIONS,
@@ -54,6 +56,8 @@ class Options:
     explain_timeout_s: float = 20.0
     publish: Publish | None = None  # where prediction events go; None: nowhere
     parallel_runs: int = 1
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    max_concurrent_decodes: int = 2
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
         self.device = device or torch.device("cpu")
         self.options = options or Options()
         self.current: Loaded | None = None
+        self.decodes = DecodeSlots(self.options.max_concurrent_decodes)
 
     @property
     def archive(self) -> Archive:
@@ -153,10 +158,14 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
         return self.current
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return protocol.input_types(self.archive)
+        return metadata.input_types(self.archive)
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return protocol.output_types(self.archive)
+        return metadata.output_types(self.archive)
+
+    def metadata(self) -> dict[str, Any]:
+        """The V2 model metadata, with its version and its preprocessing (`metadata.py`)."""
+        return metadata.model_metadata(self.name, self.archive)
 
     async def preprocess(self, payload: object, headers: dict[str, str] | None = None) -> Received:
         started, version = time.perf_counter(), self.serving()
@@ -165,7 +174,10 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
         # Announced while it decodes: a batch forming now may wait for it. The announcement
         # ends as `predict` queues it, in the same step of the event loop.
         with version.batcher.expecting():
-            batch = await loop.run_in_executor(None, decode, payload, version.archive)
+            async with self.decodes.slot():
+                batch = await loop.run_in_executor(
+                    None, decode, payload, version.archive, self.options.limits
+                )
         # Our own id: a client's x-request-id or V2 id may be an accession number.
         return Received(batch, version, uuid.uuid4().hex, started)
 
@@ -276,6 +288,25 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
                 for answer in answers
             ]
         }
+
+
+class DecodeSlots:
+    """At most ``slots`` decodes at once, on whichever event loop serves the requests.
+
+    A semaphore belongs to the loop it first waited on; tests and a restarted server run
+    requests on new loops, so a new loop gets a new semaphore (as `MicroBatcher._bind` does).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore = asyncio.Semaphore(slots)
+
+    def slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._semaphore = loop, asyncio.Semaphore(self.slots)
+        return self._semaphore
 
 
 def version_number(version: str) -> int:

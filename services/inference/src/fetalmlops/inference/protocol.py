@@ -1,24 +1,27 @@
 """KServe's V1 and V2 protocols to and from the model's tensors: what a client may send.
 
-V1 (``POST /v1/models/<name>:predict``)::
+V1 (``POST /v1/models/<name>:predict``), TensorFlow Serving's request formats::
 
     {"instances": [{"b64": "<base64 PNG, JPEG or DICOM>"}, ...]}
+    {"instances": [{"image_bytes": {"b64": "..."}}, ...]}   (Vertex AI's name for the input)
+    {"inputs": [...]} or {"inputs": {"<input>": [...]}}     (the columnar format)
     -> {"predictions": [{"label", "probabilities", "model_name", "model_version",
                          "prediction_id"}, ...]}
 
 V2 (``POST /v2/models/<name>/infer``), exactly one input:
 
-* ``image``, BYTES, shape ``[N]``: each element a base64-encoded PNG, JPEG or DICOM (raw bytes
-  too, where a caller in this process hands KServe's ``InferRequest`` bytes);
+* ``image``, BYTES, shape ``[N]``: each element a PNG, JPEG or DICOM, base64-encoded in JSON,
+  raw bytes in the binary tensor extension (`binary.py`);
 * ``preprocessed``, FP32, shape ``[N, C, H, W]``: images already through the archive's
-  preprocessing, C, H and W being the archive's own.
+  preprocessing (the model metadata's parameters say how, `metadata.py`).
 
 and two outputs: ``probabilities`` (FP32 ``[N, classes]``, the class order in its ``classes``
 parameter) and ``label`` (BYTES ``[N]``). The response's ``prediction_ids`` parameter (a JSON
 list) names each prediction as `fetal.predictions` and clinician feedback do.
 
-Every client mistake is raised here as ``kserve.errors.InvalidInput``, which KServe's REST
-server answers with HTTP 400 and the reason; images are decoded by the archive's own code.
+Every client mistake is raised here as `Refused` (HTTP 400, `TooLarge` 413 beyond the limits of
+`limits.py`) with a reason that names inputs and outputs by the names the model declares or by
+their index, never by what the client wrote; images are decoded by the archive's own code.
 """
 
 from __future__ import annotations
@@ -32,16 +35,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from fetalmlops.inference.archive import Archive, Classifier, Decoded
+from fetalmlops.inference.binary import DATATYPES
+from fetalmlops.inference.limits import ImageLimits, check_count
+from fetalmlops.inference.metadata import (
+    ANY,
+    IMAGE_INPUT,
+    LABEL_OUTPUT,
+    OUTPUTS,
+    PROBABILITIES_OUTPUT,
+    TENSOR_INPUT,
+)
+from fetalmlops.inference.refusals import Refused
 
-IMAGE_INPUT = "image"
-TENSOR_INPUT = "preprocessed"
-PROBABILITIES_OUTPUT = "probabilities"
-LABEL_OUTPUT = "label"
-ANY = -1  # a variable dimension in V2 model metadata
+# TensorFlow Serving's b64 wrapper under the input name Vertex AI and AI Platform give images.
+VERTEX_IMAGE = "image_bytes"
+V1_EXPECTED = 'expected a JSON object {"instances": [{"b64": "<PNG, JPEG or DICOM>"}]}'
 
 
 @dataclass(frozen=True)
@@ -58,92 +69,122 @@ class Batch:
         return torch.stack([image.tensor for image in self.images])
 
 
-def input_types(archive: Archive) -> list[dict[str, Any]]:
-    return [
-        {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [ANY]},
-        {"name": TENSOR_INPUT, "datatype": "FP32", "shape": [ANY, *archive.input_shape]},
-    ]
-
-
-def output_types(archive: Archive) -> list[dict[str, Any]]:
-    return [
-        {"name": PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": [ANY, len(archive.classes)]},
-        {"name": LABEL_OUTPUT, "datatype": "BYTES", "shape": [ANY]},
-    ]
-
-
-def v1_batch(payload: object, archive: Archive) -> Batch:
-    """``{"instances": [...]}``, each instance an image the archive's handler accepts."""
+def v1_batch(payload: object, archive: Archive, limits: ImageLimits | None = None) -> Batch:
+    """``{"instances": [...]}`` or ``{"inputs": ...}``, each item an image the archive's
+    handler accepts."""
+    limits = limits or ImageLimits()
     if isinstance(payload, bytes | bytearray):
         # KServe hands over the raw body when the Content-Type is not JSON (curl -d sends
         # application/x-www-form-urlencoded): a JSON body is still what V1 means.
         try:
             payload = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InvalidInput('the body is not JSON: expected {"instances": [...]}') from None
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise InvalidInput(
-            'expected a JSON object {"instances": [{"b64": "<PNG, JPEG or DICOM>"}]}'
-        )
-    instances = payload["instances"]
-    if not isinstance(instances, list):
-        raise InvalidInput(f'"instances" must be a list, not {type(instances).__name__}')
-    if not instances:
-        raise InvalidInput('"instances" is empty: nothing to predict')
-    return Batch(images_from(instances, archive, "instance"), None, payload.get("parameters"))
+            raise Refused('the body is not JSON: expected {"instances": [...]}') from None
+    if not isinstance(payload, dict) or not ("instances" in payload or "inputs" in payload):
+        raise Refused(V1_EXPECTED)
+    key = "instances" if "instances" in payload else "inputs"
+    items = columns(payload[key]) if key == "inputs" else payload[key]
+    if not isinstance(items, list):
+        raise Refused(f'"{key}" must be a list, not {type(items).__name__}')
+    if not items:
+        raise Refused(f'"{key}" is empty: nothing to predict')
+    if all(isinstance(i, dict) and "datatype" in i and "shape" in i for i in items):
+        raise Refused("this is a V2 request: send it to /v2/models/<name>/infer")
+    check_count(len(items), limits)
+    unwrapped = [unwrap(item) for item in items]
+    images = images_from(unwrapped, archive, "instance", limits)
+    return Batch(images, None, payload.get("parameters"))
 
 
-def images_from(items: Sequence[object], archive: Archive, what: str) -> tuple[Decoded, ...]:
+def columns(inputs: object) -> object:
+    """TensorFlow Serving's columnar ``inputs``: a list, or one named input holding a list."""
+    if isinstance(inputs, dict):
+        if len(inputs) != 1:
+            raise Refused('"inputs" must name one input: this model takes one image per row')
+        (inputs,) = inputs.values()
+    return inputs
+
+
+def unwrap(item: object) -> object:
+    if isinstance(item, dict) and VERTEX_IMAGE in item:
+        return item[VERTEX_IMAGE]
+    return item
+
+
+def images_from(
+    items: Sequence[object], archive: Archive, what: str, limits: ImageLimits
+) -> tuple[Decoded, ...]:
     images = []
     for index, item in enumerate(items):
         try:
-            images.append(archive.decode(item))
+            images.append(archive.decode(item, limits))
+        except Refused as exc:
+            raise type(exc)(f"{what} {index}: {exc.reason}") from None
         except ValueError as exc:
-            raise InvalidInput(f"{what} {index}: {exc}") from None
+            # The archive's handler and `Archive.decode` write reasons that quote nothing.
+            raise Refused(f"{what} {index}: {exc}") from None
     return tuple(images)
 
 
-def v2_batch(request: InferRequest, archive: Archive) -> Batch:
+def v2_batch(request: InferRequest, archive: Archive, limits: ImageLimits | None = None) -> Batch:
+    limits = limits or ImageLimits()
     if len(request.inputs) != 1:
-        raise InvalidInput(
+        raise Refused(
             f"expected exactly one input, {IMAGE_INPUT!r} or {TENSOR_INPUT!r}, "
             f"got {len(request.inputs)}"
         )
+    for index, output in enumerate(request.request_outputs or []):
+        if output.name not in OUTPUTS:
+            raise Refused(
+                f"output {index} is not one this model gives: {' or '.join(map(repr, OUTPUTS))}"
+            )
     infer_input = request.inputs[0]
     if infer_input.name == IMAGE_INPUT:
-        return Batch(v2_images(infer_input, archive), request)
+        return Batch(v2_images(infer_input, archive, limits), request)
     if infer_input.name == TENSOR_INPUT:
-        return Batch(v2_tensor(infer_input, archive), request)
-    raise InvalidInput(
-        f"unknown input {infer_input.name!r}: this model takes {IMAGE_INPUT!r} (BYTES, "
-        f"base64 PNG, JPEG or DICOM) or {TENSOR_INPUT!r} (FP32 {[ANY, *archive.input_shape]})"
+        return Batch(v2_tensor(infer_input, archive, limits), request)
+    raise Refused(
+        f"input 0 is not one this model takes: {IMAGE_INPUT!r} (BYTES, PNG, JPEG or DICOM) "
+        f"or {TENSOR_INPUT!r} (FP32 {[ANY, *archive.input_shape]})"
     )
 
 
-def declared_size(infer_input: InferInput) -> int:
+def datatype_of(infer_input: InferInput) -> str:
+    """The input's datatype where it is one the protocol names; a client's own word is not
+    repeated."""
+    datatype = infer_input.datatype
+    return datatype if datatype in DATATYPES else "an unknown datatype"
+
+
+def declared_size(infer_input: InferInput, name: str) -> int:
     shape = infer_input.shape
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise InvalidInput(f"input {infer_input.name!r}: shape {shape} is not a list of sizes")
+        raise Refused(f"input {name!r}: the shape is not a list of sizes")
     return math.prod(shape)
 
 
-def v2_images(infer_input: InferInput, archive: Archive) -> tuple[Decoded, ...]:
+def v2_images(
+    infer_input: InferInput, archive: Archive, limits: ImageLimits
+) -> tuple[Decoded, ...]:
     if infer_input.datatype != "BYTES":
-        raise InvalidInput(
-            f"input {IMAGE_INPUT!r} must be BYTES (base64 PNG, JPEG or DICOM), "
-            f"not {infer_input.datatype}"
+        raise Refused(
+            f"input {IMAGE_INPUT!r} must be BYTES (PNG, JPEG or DICOM), "
+            f"not {datatype_of(infer_input)}"
         )
-    items = flattened(infer_input.data)
-    if len(items) != declared_size(infer_input):
-        raise InvalidInput(
-            f"input {IMAGE_INPUT!r}: shape {infer_input.shape} holds {declared_size(infer_input)} "
-            f"elements, the data {len(items)}"
+    size = declared_size(infer_input, IMAGE_INPUT)
+    # Binary tensors (`binary.py`) have no JSON data: their elements are the body's bytes.
+    data = infer_input.as_numpy() if infer_input.data is None else infer_input.data
+    items = flattened(data)
+    if len(items) != size:
+        raise Refused(
+            f"input {IMAGE_INPUT!r}: its shape and its data hold different numbers of elements"
         )
     if not items:
-        raise InvalidInput(f"input {IMAGE_INPUT!r} holds no image")
-    return images_from(items, archive, f"input {IMAGE_INPUT!r} element")
+        raise Refused(f"input {IMAGE_INPUT!r} holds no image")
+    check_count(len(items), limits)
+    return images_from(items, archive, f"input {IMAGE_INPUT!r} element", limits)
 
 
 def flattened(data: object) -> list[object]:
@@ -161,28 +202,32 @@ def flattened(data: object) -> list[object]:
     return items
 
 
-def v2_tensor(infer_input: InferInput, archive: Archive) -> tuple[Decoded, ...]:
+def v2_tensor(
+    infer_input: InferInput, archive: Archive, limits: ImageLimits
+) -> tuple[Decoded, ...]:
     expected = [ANY, *archive.input_shape]
     if infer_input.datatype != "FP32":
-        raise InvalidInput(f"input {TENSOR_INPUT!r} must be FP32, not {infer_input.datatype}")
-    size, shape = declared_size(infer_input), infer_input.shape
+        raise Refused(f"input {TENSOR_INPUT!r} must be FP32, not {datatype_of(infer_input)}")
+    size, shape = declared_size(infer_input, TENSOR_INPUT), infer_input.shape
     if len(shape) != len(expected) or tuple(shape[1:]) != archive.input_shape or shape[0] < 1:
-        raise InvalidInput(
-            f"input {TENSOR_INPUT!r} has shape {shape}; this model's preprocessing gives "
-            f"{expected} (N images of channels, height, width)"
+        raise Refused(
+            f"input {TENSOR_INPUT!r}: this model's preprocessing gives {expected} "
+            "(N images of channels, height, width)"
         )
+    check_count(shape[0], limits)
     try:
         data = infer_input.data
         values = infer_input.as_numpy() if data is None else np.asarray(data, dtype=np.float32)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"input {TENSOR_INPUT!r} is not a tensor of numbers: {exc}") from None
+    except (ValueError, TypeError):
+        # numpy's message quotes the value it could not convert.
+        raise Refused(f"input {TENSOR_INPUT!r} is not a tensor of numbers") from None
     if values.size != size:
-        raise InvalidInput(
-            f"input {TENSOR_INPUT!r}: shape {shape} holds {size} values, the data {values.size}"
+        raise Refused(
+            f"input {TENSOR_INPUT!r}: its shape and its data hold different numbers of values"
         )
     if not np.isfinite(values).all():
-        raise InvalidInput(f"input {TENSOR_INPUT!r} holds NaN or infinite values")
-    # A copy: KServe's binary tensors are read-only views of the request body.
+        raise Refused(f"input {TENSOR_INPUT!r} holds NaN or infinite values")
+    # A copy: binary tensors are read-only views of the request body.
     tensors = torch.tensor(values.reshape(shape), dtype=torch.float32)
     return tuple(archive.decode_tensor(tensor) for tensor in tensors)
 

@@ -44,6 +44,42 @@ class InferenceSettings(BaseSettings):
     max_request_bytes: int = Field(
         32 * 1024**2, ge=1024, description="Largest request body accepted (HTTP 413 beyond)."
     )
+    max_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Most pixels in one image, all frames together, read from its header before "
+        "decoding (HTTP 413 beyond); ingest's limit.",
+    )
+    max_side: int = Field(
+        8192, ge=1, description="Most rows or columns of one image (HTTP 413 beyond); ingest's."
+    )
+    max_frames: int = Field(
+        1000, ge=1, description="Most frames in a multi-frame DICOM (HTTP 413 beyond); ingest's."
+    )
+    max_request_images: int = Field(
+        64,
+        ge=1,
+        description="Most images in one request (HTTP 413 beyond): each becomes a preprocessed "
+        "tensor, however small it was sent.",
+    )
+    max_bytes_in_flight: int = Field(
+        64 * 1024**2,
+        ge=1024,
+        description="Request bytes the server holds at once, all requests together; a request "
+        "waits for room (a chunked one counts as `max_request_bytes`).",
+    )
+    admission_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for room under `max_bytes_in_flight` (HTTP 503, Retry-After, "
+        "beyond).",
+    )
+    max_concurrent_decodes: int = Field(
+        2,
+        ge=1,
+        description="Requests whose images are decoded at once: each decode holds a full-size "
+        "picture (up to `max_pixels`) and its copies.",
+    )
     max_batch_size: int = Field(
         16, ge=1, description="Most images one model run takes when requests are micro-batched."
     )

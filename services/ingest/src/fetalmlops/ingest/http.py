@@ -1,6 +1,7 @@
 """Ingest's HTTP API: plain REST upload and DICOMweb STOW-RS, behind bearer-token scopes.
 
-This is the one place that maps validation verdicts onto HTTP status codes.
+Verdicts become status codes through ``statuses``; a message bus that cannot announce an upload
+is a 503 with ``Retry-After`` on every route, as sending the same request again is safe.
 """
 
 from __future__ import annotations
@@ -9,25 +10,38 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile, status
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from fetalmlops.common.bus import BusUnavailable
 from fetalmlops.common.db import IngestChannel
 from fetalmlops.ingest import stow
 from fetalmlops.ingest.auth import IMAGES_WRITE, LABELS_WRITE, require
-from fetalmlops.ingest.intake import Intake, Outcome, Provenance
+from fetalmlops.ingest.intake import REFUSED, Intake, Outcome, Provenance
 from fetalmlops.ingest.labels import LabelRequest, publish_label
+from fetalmlops.ingest.statuses import (
+    BUS_UNAVAILABLE_DETAIL,
+    BUS_UNAVAILABLE_HTTP,
+    DICOM_STATUS,
+    HTTP_STATUS,
+    PROCESSING_FAILURE,
+    RETRY_AFTER_S,
+)
 from fetalmlops.ingest.validation import Invalid, Verdict
 
 log = logging.getLogger(__name__)
-
-HTTP_STATUS = {
-    Verdict.UNSUPPORTED: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-    Verdict.TOO_LARGE: status.HTTP_413_CONTENT_TOO_LARGE,
-    Verdict.NOT_ALLOWED: status.HTTP_422_UNPROCESSABLE_CONTENT,
-    Verdict.CORRUPT: status.HTTP_422_UNPROCESSABLE_CONTENT,
-}
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
 
 
 class UploadChannel(StrEnum):
@@ -62,12 +76,19 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
             {"detail": exc.reason, "verdict": exc.verdict.value}, HTTP_STATUS[exc.verdict]
         )
 
+    @app.exception_handler(BusUnavailable)
+    async def bus_unavailable(request: Request, exc: BusUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": BUS_UNAVAILABLE_DETAIL}, BUS_UNAVAILABLE_HTTP, RETRY_AFTER)
+
     @app.post(
         "/v1/images",
         tags=["ingest"],
         status_code=status.HTTP_201_CREATED,
         dependencies=[can_write_images],
-        responses={200: {"description": "Already received: neither stored nor announced again"}},
+        responses={
+            200: {"description": "Already received: neither stored nor announced again"},
+            503: {"description": "The message bus is unavailable: send it again (Retry-After)"},
+        },
     )
     async def upload(
         file: UploadFile = File(...),  # noqa: B008
@@ -110,9 +131,45 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         return {"event_id": event_id, "status": "accepted"}
 
-    @app.post("/dicomweb/studies", tags=["dicomweb"], dependencies=[can_write_images])
-    async def store_instances(request: Request) -> JSONResponse:
+    stow_responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": "Every instance stored"},
+        202: {"description": "Some instances stored, the others in FailedSOPSequence"},
+        401: {"description": "No bearer token, or an unknown one"},
+        403: {"description": "The token lacks the images:write scope"},
+        406: {"description": "The client accepts neither application/dicom+json nor +xml"},
+        409: {"description": "No instance stored; each has a FailureReason"},
+        413: {"description": "The body is over the limit"},
+        415: {"description": 'Not multipart/related; type="application/dicom"'},
+        503: {"description": "The message bus is unavailable: send it again (Retry-After)"},
+    }
+
+    @app.post(
+        "/dicomweb/studies",
+        tags=["dicomweb"],
+        dependencies=[can_write_images],
+        responses=stow_responses,
+    )
+    async def store_instances(request: Request) -> Response:
         """STOW-RS: `multipart/related; type="application/dicom"`, one instance per part."""
+        return await store(request, None)
+
+    @app.post(
+        "/dicomweb/studies/{study}",
+        tags=["dicomweb"],
+        dependencies=[can_write_images],
+        responses={**stow_responses, 400: {"description": "The path holds no valid UID"}},
+    )
+    async def store_study_instances(request: Request, study: str) -> Response:
+        """STOW-RS to one study: an instance of any other study fails (FailureReason A901)."""
+        if not stow.is_uid(study):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "the path holds no valid Study UID")
+        return await store(request, study)
+
+    async def store(request: Request, study: str | None) -> Response:
+        try:
+            media_type = stow.response_type(request.headers.get("accept", ""))
+        except stow.NotAcceptable as exc:
+            raise HTTPException(status.HTTP_406_NOT_ACCEPTABLE, str(exc)) from None
         body = await read_limited(request, limits.max_bytes * STOW_BODY_FACTOR)
         try:
             instances = stow.parts(request.headers.get("content-type", ""), body)
@@ -120,14 +177,29 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
             raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from None
         stored: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
+        bus_unavailable = False
         for part in instances:
+            if bus_unavailable:
+                # The rest would wait for the bus in turn; the client sends them again anyway.
+                failures.append(stow.failed(part, PROCESSING_FAILURE))
+                continue
+            try:
+                stow.admissible(part, study)
+            except Invalid as exc:
+                REFUSED.labels(IngestChannel.STOW_RS.value, exc.verdict.value).inc()
+                failures.append(stow.failed(part, DICOM_STATUS[exc.verdict]))
+                continue
             try:
                 await run_in_threadpool(intake.receive, part.data, IngestChannel.STOW_RS)
                 stored.append(stow.referenced(part))
             except Invalid as exc:
-                failures.append(stow.failed(part, stow.FAILURE_REASON[exc.verdict]))
+                failures.append(stow.failed(part, DICOM_STATUS[exc.verdict]))
+            except BusUnavailable:
+                bus_unavailable = True
+                failures.append(stow.failed(part, PROCESSING_FAILURE))
             except Exception:
                 log.exception("STOW-RS instance could not be stored")
-                failures.append(stow.failed(part, stow.PROCESSING_FAILURE))
-        code, payload = stow.response(stored, failures)
-        return JSONResponse(payload, code, media_type=stow.MEDIA_TYPE)
+                failures.append(stow.failed(part, PROCESSING_FAILURE))
+        code, payload = stow.response(stored, failures, bus_unavailable)
+        headers = RETRY_AFTER if bus_unavailable else None
+        return Response(stow.encode(payload, media_type), code, headers, media_type=media_type)

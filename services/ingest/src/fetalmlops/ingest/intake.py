@@ -4,7 +4,10 @@ Every channel (Kafka, STOW-RS, C-STORE, REST, import) calls ``Intake.receive``. 
 is the content's sha256, so a replay or a second upload of the same bytes lands on the same
 object. The record's ``announced_at`` is set only after ``fetal.images.received`` is
 acknowledged: a crash between storing and announcing leads to a second announcement on retry,
-never to none, and an image already announced is neither stored nor announced again.
+never to none, and an image already announced is neither stored nor announced again. When the
+bus is unavailable, ``receive`` raises ``BusUnavailable`` within the bus's bound, having
+announced nothing (the bus guarantees its refusal is final), so the sender's retry announces the
+image exactly once.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from enum import StrEnum
 from prometheus_client import Counter
 from sqlalchemy import Engine
 
-from fetalmlops.common.bus import Bus, publish_event
+from fetalmlops.common.bus import Bus, BusUnavailable, publish_event
 from fetalmlops.common.db import IngestChannel, IngestRecord, session_scope
 from fetalmlops.common.db.columns import utcnow
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore, put_content_addressed
 from fetalmlops.ingest.settings import IngestSettings
-from fetalmlops.ingest.validation import Invalid, ValidImage, validate
+from fetalmlops.ingest.validation import DICOM, MEDIA_TYPES, Invalid, ValidImage, validate
 from fetalmlops.v1 import common_pb2, images_pb2
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,24 @@ REFUSED = Counter(
     "Images refused, by channel and verdict.",
     ["channel", "verdict"],
 )
+UNANNOUNCED = Counter(
+    "fetalmlops_ingest_unannounced_total",
+    "Images left unannounced because the message bus was unavailable (the sender is told to "
+    "retry), by channel.",
+    ["channel"],
+)
 PROTO_CHANNEL = {
     IngestChannel.KAFKA: images_pb2.INGEST_CHANNEL_KAFKA,
     IngestChannel.STOW_RS: images_pb2.INGEST_CHANNEL_STOW_RS,
     IngestChannel.C_STORE: images_pb2.INGEST_CHANNEL_C_STORE,
     IngestChannel.REST: images_pb2.INGEST_CHANNEL_REST,
     IngestChannel.IMPORT: images_pb2.INGEST_CHANNEL_IMPORT,
+}
+# The DICOM channels promise DICOM instances (PS3.4 Annex B, PS3.18 §10.5): anything else sent
+# there is refused, not stored under a record without a single UID.
+CHANNEL_MEDIA_TYPES = {
+    IngestChannel.STOW_RS: frozenset({DICOM}),
+    IngestChannel.C_STORE: frozenset({DICOM}),
 }
 
 
@@ -77,15 +92,15 @@ class Intake:
     bus: Bus
     engine: Engine
 
-    def check(self, data: bytes) -> ValidImage:
+    def check(self, data: bytes, media_types: frozenset[str] = MEDIA_TYPES) -> ValidImage:
         """Validation alone, for channels that must vet a whole batch before storing any."""
-        return validate(data, self.limits)
+        return validate(data, self.limits, media_types)
 
     def receive(
         self, data: bytes, channel: IngestChannel, provenance: Provenance | None = None
     ) -> Receipt:
         try:
-            image = self.check(data)
+            image = self.check(data, CHANNEL_MEDIA_TYPES.get(channel, MEDIA_TYPES))
         except Invalid as exc:
             REFUSED.labels(channel.value, exc.verdict.value).inc()
             raise
@@ -125,7 +140,12 @@ class Intake:
                 log.info("duplicate image", extra={"sha256": sha256, "channel": channel.value})
                 IMAGES.labels(channel.value, Outcome.DUPLICATE.value).inc()
                 return Receipt(sha256, Outcome.DUPLICATE, image)
-        self._announce(sha256, info.key, len(data), image, channel, provenance or Provenance())
+        try:
+            self._announce(sha256, info.key, len(data), image, channel, provenance or Provenance())
+        except BusUnavailable:
+            UNANNOUNCED.labels(channel.value).inc()
+            log.warning("image not announced: the bus is unavailable", extra={"sha256": sha256})
+            raise
         with session_scope(self.engine) as session:
             announced = session.get(IngestRecord, sha256)
             if announced is not None:

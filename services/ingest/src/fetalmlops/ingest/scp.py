@@ -1,8 +1,11 @@
 """The DICOM channel: a C-STORE SCP (and C-ECHO) for modalities and PACS (PS3.4 Annex B).
 
-Only calling AE titles on the allow-list may associate (others get A-ASSOCIATE-RJ). Each
-C-STORE goes through the same intake as every other channel; a refused instance gets a DIMSE
-failure status, never a success.
+An association is rejected (A-ASSOCIATE-RJ, rejected-permanent, PS3.8 §9.3.4) unless the peer
+calls this SCP by its own AE title and calls from one on the allow-list. Presentation contexts
+are accepted for the allowed SOP classes in the transfer syntaxes below. Each C-STORE goes
+through the same intake as every other channel; a refused instance gets the DIMSE failure
+status of its cause (``statuses``), never a success. ``docs/conformance.md`` says all of this
+to a PACS integrator; a test keeps it in step with these tables.
 """
 
 from __future__ import annotations
@@ -11,38 +14,16 @@ import logging
 from typing import Any
 
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    UltrasoundImageStorage,
-    UltrasoundMultiFrameImageStorage,
-    Verification,
-)
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from fetalmlops.common.bus import BusUnavailable
 from fetalmlops.common.db import IngestChannel
 from fetalmlops.ingest.intake import Intake
-from fetalmlops.ingest.validation import Invalid, Verdict
+from fetalmlops.ingest.statuses import DICOM_STATUS, PROCESSING_FAILURE, SUCCESS
+from fetalmlops.ingest.validation import TRANSFER_SYNTAXES, Invalid
 
 log = logging.getLogger(__name__)
-
-SUCCESS = 0x0000
-# PS3.4 Table B.2-1 failure statuses.
-DIMSE_STATUS = {
-    Verdict.UNSUPPORTED: 0xC000,  # Error: cannot understand
-    Verdict.CORRUPT: 0xC000,
-    Verdict.TOO_LARGE: 0xA700,  # Refused: out of resources
-    Verdict.NOT_ALLOWED: 0xA900,  # Error: data set does not match SOP class
-}
-PROCESSING_FAILURE = 0x0110
-# Explicit/implicit little endian plus the compressed syntaxes ultrasound devices send.
-TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.4.50",  # JPEG baseline
-    "1.2.840.10008.1.2.4.70",  # JPEG lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.5",  # RLE lossless
-]
 
 
 class StoreSCP:
@@ -52,8 +33,11 @@ class StoreSCP:
         self.address = (host, port)
         self.ae = AE(ae_title=limits.scp_ae_title)
         self.ae.require_calling_aet = list(limits.calling_ae_titles)
+        # pynetdicom answers any called AE title by default; a peer configured with the wrong
+        # one would store here while believing it stores elsewhere.
+        self.ae.require_called_aet = True
         self.ae.maximum_pdu_size = 0  # no limit on the PDU size the peer may send
-        for sop_class in (UltrasoundImageStorage, UltrasoundMultiFrameImageStorage):
+        for sop_class in limits.sop_classes:
             self.ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
         self.server: ThreadedAssociationServer | None = None
@@ -63,7 +47,9 @@ class StoreSCP:
             self.intake.receive(event.encoded_dataset(include_meta=True), IngestChannel.C_STORE)
         except Invalid as exc:
             log.warning("C-STORE refused", extra={"verdict": exc.verdict.value})
-            return DIMSE_STATUS[exc.verdict]
+            return DICOM_STATUS[exc.verdict]
+        except BusUnavailable:
+            return PROCESSING_FAILURE  # intake logged it; the peer may send it again
         except Exception:
             log.exception("C-STORE could not be stored")
             return PROCESSING_FAILURE

@@ -20,17 +20,36 @@ from fetalmlops.imaging.quiet import quiet_pydicom
 from fetalmlops.ingest.settings import IngestSettings
 
 DICOM, PNG, JPEG = "application/dicom", "image/png", "image/jpeg"
+MEDIA_TYPES = frozenset({DICOM, PNG, JPEG})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
+# The transfer syntaxes taken on every channel (and the ones the C-STORE SCP negotiates):
+# explicit/implicit little endian plus the compressed syntaxes ultrasound devices send, each
+# decoded for the pixel check below.
+TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction (Process 14 SV1)
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
 
 
 class Verdict(StrEnum):
-    """Why an input was refused; each channel maps these onto its own status codes."""
+    """Why an input was refused, one cause each; ``statuses`` maps them onto every protocol."""
 
-    UNSUPPORTED = "unsupported"  # not DICOM, PNG or JPEG
+    UNSUPPORTED = "unsupported"  # not DICOM, PNG or JPEG (not DICOM, where only DICOM is taken)
     TOO_LARGE = "too_large"  # bytes, pixels, sides or frames over the limits
-    NOT_ALLOWED = "not_allowed"  # modality or SOP class outside the allow-list
+    SOP_CLASS_NOT_SUPPORTED = "sop_class_not_supported"  # SOP class outside the allow-list
+    # The data set is not what its SOP class says it is (PS3.4 B.2.3 "data set does not match
+    # SOP class"): a modality outside the allow-list, or a SOP Class UID other than the one it
+    # was sent as (the file meta's, which a C-STORE SCP takes from the presentation context).
+    DOES_NOT_MATCH_SOP_CLASS = "does_not_match_sop_class"
     CORRUPT = "corrupt"  # parseable header, undecodable content
+    TRANSFER_SYNTAX_NOT_SUPPORTED = "transfer_syntax_not_supported"  # not in TRANSFER_SYNTAXES
+    OTHER_STUDY = "other_study"  # STOW-RS to one study, an instance of another
 
 
 class Invalid(ValueError):
@@ -60,12 +79,18 @@ def sniff(data: bytes) -> str:
     raise Invalid(Verdict.UNSUPPORTED, "not a DICOM Part 10 file, PNG or JPEG")
 
 
-def validate(data: bytes, limits: IngestSettings) -> ValidImage:
+def validate(
+    data: bytes, limits: IngestSettings, media_types: frozenset[str] = MEDIA_TYPES
+) -> ValidImage:
+    """The image ``data`` holds, if it is one of ``media_types`` within ``limits``."""
     if len(data) > limits.max_bytes:
         raise Invalid(
             Verdict.TOO_LARGE, f"{len(data)} bytes exceed the limit of {limits.max_bytes}"
         )
     media_type = sniff(data)
+    if media_type not in media_types:
+        # A PNG where a DICOM instance was promised would be stored without a single UID.
+        raise Invalid(Verdict.UNSUPPORTED, f"not one of {', '.join(sorted(media_types))}")
     return (
         validate_dicom(data, limits)
         if media_type == DICOM
@@ -74,14 +99,15 @@ def validate(data: bytes, limits: IngestSettings) -> ValidImage:
 
 
 def _check_size(rows: int, columns: int, frames: int, limits: IngestSettings) -> None:
+    # The reasons name the limits, never the header's own values: a header may hold anything.
     if min(rows, columns, frames) < 1:
         raise Invalid(Verdict.CORRUPT, "image has no pixels")
-    if max(rows, columns) > limits.max_side or frames > limits.max_frames:
-        raise Invalid(Verdict.TOO_LARGE, f"{frames} frame(s) of {columns}x{rows} exceed the limits")
+    if max(rows, columns) > limits.max_side:
+        raise Invalid(Verdict.TOO_LARGE, f"a side exceeds the limit of {limits.max_side} pixels")
+    if frames > limits.max_frames:
+        raise Invalid(Verdict.TOO_LARGE, f"the frames exceed the limit of {limits.max_frames}")
     if rows * columns * frames > limits.max_pixels:
-        raise Invalid(
-            Verdict.TOO_LARGE, f"{rows * columns * frames} pixels exceed {limits.max_pixels}"
-        )
+        raise Invalid(Verdict.TOO_LARGE, f"the pixels exceed the limit of {limits.max_pixels}")
 
 
 def validate_dicom(data: bytes, limits: IngestSettings) -> ValidImage:
@@ -89,16 +115,27 @@ def validate_dicom(data: bytes, limits: IngestSettings) -> ValidImage:
         with quiet_pydicom():  # pydicom's warnings and logs quote values, which may be PHI
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=False)
             modality, sop_class = str(ds.get("Modality", "")), str(ds.get("SOPClassUID", ""))
+            sent_as = str(ds.file_meta.get("MediaStorageSOPClassUID", sop_class))
+            syntax = str(ds.file_meta.get("TransferSyntaxUID", TRANSFER_SYNTAXES[0]))
             rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
             frames = int(ds.get("NumberOfFrames", 1) or 1)
     except Exception as exc:  # malformed files raise anything from struct.error to KeyError
         raise Invalid(
             Verdict.CORRUPT, f"not a parseable DICOM file ({type(exc).__name__})"
         ) from None
-    if modality not in limits.modalities:
-        raise Invalid(Verdict.NOT_ALLOWED, f"modality {modality or 'missing'} is not accepted")
+    if syntax not in TRANSFER_SYNTAXES:
+        raise Invalid(Verdict.TRANSFER_SYNTAX_NOT_SUPPORTED, "the transfer syntax is not accepted")
+    if sent_as != sop_class:
+        raise Invalid(
+            Verdict.DOES_NOT_MATCH_SOP_CLASS,
+            "the data set's SOP Class UID differs from the one it was sent as",
+        )
     if sop_class not in limits.sop_classes:
-        raise Invalid(Verdict.NOT_ALLOWED, f"SOP class {sop_class or 'missing'} is not accepted")
+        raise Invalid(Verdict.SOP_CLASS_NOT_SUPPORTED, "the SOP class is not accepted")
+    if modality not in limits.modalities:
+        raise Invalid(
+            Verdict.DOES_NOT_MATCH_SOP_CLASS, "the modality is not accepted for this SOP class"
+        )
     if "PixelData" not in ds:
         raise Invalid(Verdict.CORRUPT, "no pixel data")
     _check_size(rows, columns, frames, limits)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fetalmlops.common.bus.base import Bus, Record, Subscription
+from fetalmlops.common.bus.base import Bus, BusUnavailable, Record, Subscription
 from fetalmlops.common.bus.consume import Consumer, Rejected, RetryPolicy, consume, handle
 from fetalmlops.common.bus.embedded import EmbeddedBus
 from fetalmlops.common.bus.kafka import KafkaBus
@@ -11,6 +11,7 @@ from fetalmlops.common.settings import Backend, Settings
 
 __all__ = [
     "Bus",
+    "BusUnavailable",
     "Consumer",
     "EmbeddedBus",
     "KafkaBus",

@@ -13,6 +13,15 @@ from typing import Protocol
 Headers = Sequence[tuple[str, bytes]]
 
 
+class BusUnavailable(ConnectionError):
+    """A publish that the bus definitely did not take: nothing of it will be delivered later.
+
+    Raised within a bounded time (the Kafka backend's delivery timeout), so a caller can answer
+    "try again later" knowing a retry will not duplicate the message. The text names the topic
+    and the transport's error type, never the message.
+    """
+
+
 @dataclass(frozen=True)
 class Record:
     """One message as a consumer sees it."""
@@ -46,7 +55,10 @@ class Bus(Protocol):
         """Create the topics that do not exist yet."""
 
     def publish(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
-        """Append a message; returns once it is durable (acks=all on Kafka)."""
+        """Append a message; returns once it is durable (acks=all on Kafka).
+
+        Raises ``BusUnavailable`` when the bus cannot take it now (broker down, bus closed).
+        """
 
     def subscribe(self, topics: Sequence[str], group: str) -> Subscription: ...
 

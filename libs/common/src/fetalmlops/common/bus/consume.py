@@ -3,7 +3,9 @@
 A record's offset is committed only after its handler returned — that is, after the handler's
 output (object, row, event with acks=all) is durable — or after the record was safely copied
 to the dead-letter topic. A crash anywhere before that means redelivery, so handlers must be
-idempotent (DESIGN.md §2).
+idempotent (DESIGN.md §2). When the bus itself is unavailable (the handler's output or the dead
+letter could not be published), the record is neither dead-lettered nor skipped: it is handled
+again once the bus is back, as the message was never at fault.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from fetalmlops.common.bus.base import Bus, Record
+from fetalmlops.common.bus.base import Bus, BusUnavailable, Record
 from fetalmlops.common.telemetry.metrics import HANDLING_SECONDS, MESSAGES
 from fetalmlops.common.telemetry.tracing import extract, inject
 
@@ -33,6 +35,8 @@ DLQ_OFFSET = "dlq-original-offset"
 DLQ_GROUP = "dlq-consumer-group"
 DLQ_ATTEMPTS = "dlq-attempts"
 _MAX_ERROR_CHARS = 1000
+# Between two tries of a record while the bus is unavailable.
+BUS_RETRY_S = 1.0
 
 
 class Rejected(Exception):
@@ -69,7 +73,8 @@ def consume(bus: Bus, consumer: Consumer, stop: threading.Event, poll_s: float =
     try:
         while not stop.is_set():
             for record in subscription.poll(poll_s):
-                handle(bus, consumer, record)
+                if not handled(bus, consumer, record, stop):
+                    return  # Stopped while the bus was down: the record stays uncommitted.
                 subscription.commit(record)
                 if stop.is_set():
                     break  # The rest of the batch is uncommitted and will be redelivered.
@@ -77,10 +82,25 @@ def consume(bus: Bus, consumer: Consumer, stop: threading.Event, poll_s: float =
         subscription.close()
 
 
+def handled(bus: Bus, consumer: Consumer, record: Record, stop: threading.Event) -> bool:
+    """``handle`` until the bus takes its outcome; False if ``stop`` came first."""
+    while True:
+        try:
+            handle(bus, consumer, record)
+            return True
+        except BusUnavailable:
+            log.warning(
+                "bus unavailable; the record will be handled again", extra={"topic": record.topic}
+            )
+            if stop.wait(BUS_RETRY_S):
+                return False
+
+
 def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
     """Run the handler with retries; dead-letter the record when it is rejected or exhausted.
 
-    Raises only if the dead-letter publish itself fails, so the record is not committed.
+    Raises ``BusUnavailable`` when the bus could not take the handler's output, and only when
+    the dead-letter publish itself fails otherwise, so the record is not committed.
     """
     tracer = trace.get_tracer(__name__)
     with (
@@ -106,6 +126,10 @@ def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
             except Rejected as exc:
                 error: Exception = exc
                 break
+            except BusUnavailable:
+                # Not the message's fault, and the dead-letter topic is on the same bus.
+                MESSAGES.labels(record.topic, consumer.group, "bus_unavailable").inc()
+                raise
             except Exception as exc:
                 error = exc
                 log.warning(

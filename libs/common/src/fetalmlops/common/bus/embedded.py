@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from kafka.partitioner.default import murmur2
 
-from fetalmlops.common.bus.base import Headers, Record
+from fetalmlops.common.bus.base import BusUnavailable, Headers, Record
 
 TopicPartition = tuple[str, int]
 
@@ -37,6 +37,7 @@ class EmbeddedBus:
         self._committed: dict[tuple[str, str, int], int] = {}
         self._members: dict[str, list[_Member]] = {}
         self._ids = itertools.count()
+        self._closed = False
 
     def ensure_topics(self, topics: Sequence[str], partitions: int) -> None:
         with self._changed:
@@ -49,6 +50,9 @@ class EmbeddedBus:
                     self._rebalance(group)
 
     def publish(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
+        if self._closed:
+            # A closed Kafka producer takes nothing more either; saying so beats losing it.
+            raise BusUnavailable(f"{topic}: the bus is closed")
         self.ensure_topics([topic], self._default_partitions)
         with self._changed:
             log = self._logs[topic]
@@ -67,6 +71,7 @@ class EmbeddedBus:
 
     def close(self) -> None:
         with self._changed:
+            self._closed = True
             self._members.clear()
             self._changed.notify_all()
 

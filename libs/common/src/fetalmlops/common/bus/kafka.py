@@ -1,18 +1,44 @@
-"""The Kafka backend on kafka-python: acks=all keyed producer, manual-commit consumer groups."""
+"""The Kafka backend on kafka-python: acks=all keyed producer, manual-commit consumer groups.
+
+A publish ends, within ``PUBLISH_BOUND_S``, in one of two known outcomes: acknowledged by the
+broker, or given up by the producer (``BusUnavailable``), after which the producer holds no
+copy that could still be delivered. The idempotent producer lets the broker drop the copies its
+own retries send during a broker restart. Without these bounds the client keeps a record for
+its 120 s delivery timeout: a caller that gave up after 30 s was told "failed" for a message
+that still arrived, and its retry announced the image a second time.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import (
+    BrokerNotAvailableError,
+    IllegalStateError,
+    KafkaTimeoutError,
+    RetriableError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
-from fetalmlops.common.bus.base import Headers, Record
+from fetalmlops.common.bus.base import BusUnavailable, Headers, Record
 
-PUBLISH_TIMEOUT_S = 30.0
+# send() waits this long for metadata (and the first connection, when the producer is new).
+MAX_BLOCK_MS = 2000
+# One produce request; a small event is acknowledged in milliseconds by a healthy broker.
+REQUEST_TIMEOUT_MS = 4000
+# From send() to the ack or the producer giving up, retries and in-flight requests included.
+DELIVERY_TIMEOUT_MS = 5000
+# The longest a publish can take: a new producer's bootstrap, metadata, delivery, the margin.
+PUBLISH_BOUND_S = (2 * MAX_BLOCK_MS + DELIVERY_TIMEOUT_MS) / 1000 + 1.0
+CLOSE_TIMEOUT_S = 30.0
+# What a broker outage looks like to the producer; any other KafkaError is a real fault (a
+# record over the size limit, a misconfiguration) that a retry would only repeat.
+UNAVAILABLE = (RetriableError, BrokerNotAvailableError)
 
 
 class KafkaBus:
@@ -30,6 +56,7 @@ class KafkaBus:
         self._session_timeout_ms = session_timeout_ms
         self._max_poll_interval_ms = max_poll_interval_ms
         self._producer: KafkaProducer | None = None
+        self._producer_lock = threading.Lock()
 
     def ensure_topics(self, topics: Sequence[str], partitions: int) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
@@ -43,18 +70,52 @@ class KafkaBus:
             admin.close()
 
     def publish(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
-        if self._producer is None:
-            # The producer is created lazily so a consumer-only service never opens one.
-            self._producer = KafkaProducer(
-                bootstrap_servers=self._bootstrap,
-                client_id=self._client_id,
-                acks="all",
-                retries=5,
-                max_in_flight_requests_per_connection=1,
-            )
-        future = self._producer.send(topic, key=key.encode(), value=value, headers=list(headers))
-        # Waiting for the broker's ack is what lets a consumer commit after publishing.
-        future.get(timeout=PUBLISH_TIMEOUT_S)
+        try:
+            producer = self._open_producer()
+            future = producer.send(topic, key=key.encode(), value=value, headers=list(headers))
+        except UNAVAILABLE as exc:
+            # Refused before send() returned (no broker to bootstrap from, no metadata): nothing
+            # was buffered.
+            raise BusUnavailable(f"{topic}: {type(exc).__name__}") from None
+        try:
+            # Waiting for the broker's ack is what lets a consumer commit after publishing. The
+            # producer resolves the future itself by the delivery timeout; the margin is spare.
+            future.get(timeout=DELIVERY_TIMEOUT_MS / 1000 + 1.0)
+        except (*UNAVAILABLE, IllegalStateError) as exc:
+            # IllegalStateError: another thread discarded the producer with this record in it.
+            if not future.is_done:
+                # The client did not resolve it in time after all: drop the producer and what it
+                # buffered, so that nothing of this record can still go out after we said no.
+                self._discard(producer)
+            raise BusUnavailable(f"{topic}: {type(exc).__name__}") from None
+
+    def _open_producer(self) -> KafkaProducer:
+        with self._producer_lock:
+            if self._producer is None:
+                # Created lazily so a consumer-only service never opens one.
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    client_id=self._client_id,
+                    acks="all",
+                    enable_idempotence=True,
+                    max_block_ms=MAX_BLOCK_MS,
+                    bootstrap_timeout_ms=MAX_BLOCK_MS,
+                    request_timeout_ms=REQUEST_TIMEOUT_MS,
+                    delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+                )
+            return self._producer
+
+    def _discard(self, producer: KafkaProducer) -> None:
+        with self._producer_lock:
+            if self._producer is producer:
+                self._producer = None
+        # kafka-python's close() first flushes, and raises when records are still buffered
+        # before it stops the sender, which would go on delivering them. Forcing the sender
+        # closed fails every buffered record (IllegalStateError) and sends none of them.
+        producer._sender.force_close()
+        producer._sender.join(CLOSE_TIMEOUT_S)
+        with contextlib.suppress(KafkaTimeoutError):
+            producer.close(timeout=0)
 
     def subscribe(self, topics: Sequence[str], group: str) -> KafkaSubscription:
         consumer = KafkaConsumer(
@@ -78,7 +139,7 @@ class KafkaBus:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=PUBLISH_TIMEOUT_S)
+            self._producer.close(timeout=CLOSE_TIMEOUT_S)
             self._producer = None
 
 

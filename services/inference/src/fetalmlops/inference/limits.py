@@ -1,0 +1,47 @@
+"""What one request may make the server decode, checked before anything is decoded.
+
+A picture costs what its header says, not what its bytes weigh: a 78 KB PNG of 9000 x 9000
+black pixels decodes to 81 MB (324 MB as RGBA), then to a padded square and two resized
+copies. So the limits are on pixels, as ingest's are (``fetalmlops.ingest.validation``), with
+the same defaults: a file ingest would refuse is refused here too, from its header, before
+Pillow or pydicom decodes a pixel. And a request is a number of images: each becomes a
+preprocessed tensor however small it arrived (a 68-byte PNG is a 600 KB float tensor at 224
+pixels), so the count is bounded too.
+
+The refusals name the limit that was passed, never the size the request declared: a width or
+a frame count is the client's content like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fetalmlops.inference.refusals import TooLarge
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The settings' limits (`InferenceSettings`), with the same defaults as ingest's."""
+
+    max_pixels: int = 40_000_000  # all frames together
+    max_side: int = 8192
+    max_frames: int = 1000
+    max_request_images: int = 64
+
+
+def check_size(rows: int, columns: int, frames: int, limits: ImageLimits) -> None:
+    """Raises TooLarge when an image of this geometry is over the limits; ValueError when it
+    declares no pixel at all."""
+    if min(rows, columns, frames) < 1:
+        raise ValueError("the image declares no pixels")
+    if max(rows, columns) > limits.max_side:
+        raise TooLarge(f"the image is over the limit of {limits.max_side} pixels a side")
+    if frames > limits.max_frames:
+        raise TooLarge(f"the image is over the limit of {limits.max_frames} frames")
+    if rows * columns * frames > limits.max_pixels:
+        raise TooLarge(f"the image is over the limit of {limits.max_pixels} pixels")
+
+
+def check_count(images: int, limits: ImageLimits) -> None:
+    if images > limits.max_request_images:
+        raise TooLarge(f"the request holds more than {limits.max_request_images} images")
