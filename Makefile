@@ -38,11 +38,10 @@ test: system-packages stack-up ## Every test: unit tests and integration tests a
 test-unit: setup ## Only the tests that need no running stack (fast)
 	$(VENV_BIN)/pytest -m "not stack"
 
-lint: setup ## ruff (lint + format check) and mypy (strict) on the libraries and services
+lint: setup ## ruff (lint + format check) and mypy (strict) on every package; the pre-commit hooks run the same
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
-	$(VENV_BIN)/mypy libs/common/src libs/datasets/src libs/imaging/src services/ingest/src services/anonymizer/src \
-		services/trainer/src services/inference/src deploy/local/src
+	$(VENV_BIN)/mypy  # every package, as listed in pyproject.toml's [tool.mypy] files
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV_BIN)/ruff check --fix .

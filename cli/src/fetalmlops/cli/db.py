@@ -9,7 +9,7 @@ import typer
 from fetalmlops.common.db import migrate
 from fetalmlops.common.settings import Settings
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="Database migrations (Alembic).")
 
 Url = Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: FETALMLOPS_DATABASE_URL).")]
 

@@ -13,29 +13,29 @@ from typing import Annotated
 
 import typer
 
-from fetalmlops.cli import db
-from fetalmlops.cli.settings_doc import settings
-from fetalmlops.stack.cli import app as stack_app
+from fetalmlops.cli.lazy import lazy_group
+
+# Every command group is loaded when it runs, so that `fetalmlops --help` or `fetalmlops stack`
+# never waits for torch: the CLI's own, then each installed service's (a Typer app per name
+# becomes a group, `fetalmlops phantom generate`; a function a command, `fetalmlops anonymize`).
+COMMANDS = {
+    "stack": "fetalmlops.stack.cli:app",
+    "db": "fetalmlops.cli.db:app",
+    "settings": "fetalmlops.cli.settings_doc:settings",
+} | {ep.name: ep.value for ep in entry_points(group="fetalmlops.commands")}
+SERVICES = {ep.name: ep for ep in entry_points(group="fetalmlops.services")}
 
 app = typer.Typer(
+    cls=lazy_group(COMMANDS),
     help="FetalMLOps: fetal-ultrasound standard-plane classification, from PACS to KServe.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(stack_app, name="stack", help="The real local stack: Kafka, MinIO, PostgreSQL.")
-app.add_typer(db.app, name="db", help="Database migrations (Alembic).")
-app.command(help="Print every FETALMLOPS_* variable with its default.")(settings)
 
-SERVICES = {ep.name: ep for ep in entry_points(group="fetalmlops.services")}
 
-for command in entry_points(group="fetalmlops.commands"):
-    # A Typer app becomes a command group (`fetalmlops phantom generate`), a function a command
-    # of its own (`fetalmlops anonymize IN OUT`).
-    target = command.load()
-    if isinstance(target, typer.Typer):
-        app.add_typer(target, name=command.name)
-    else:
-        app.command(command.name)(target)
+@app.callback()
+def fetalmlops() -> None:
+    """FetalMLOps: fetal-ultrasound standard-plane classification, from PACS to KServe."""
 
 
 @app.command(

@@ -42,7 +42,7 @@ def _rows(settings: type[BaseSettings], prefix: str) -> list[str]:
 
 def settings_markdown() -> str:
     """Every service's shared settings, each installed service's own, then the local stack's."""
-    sections = [("Every service", Settings, ENV_PREFIX)]
+    sections: list[tuple[str, type[BaseSettings], str]] = [("Every service", Settings, ENV_PREFIX)]
     for group in sorted(entry_points(group="fetalmlops.settings"), key=lambda e: e.name):
         own = group.load()
         sections.append((f"The {group.name} service", own, own.model_config.get("env_prefix", "")))

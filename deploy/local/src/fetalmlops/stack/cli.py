@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Annotated
 
 import typer
 
-from fetalmlops.stack import stack
 from fetalmlops.stack.component import ComponentStatus
 from fetalmlops.stack.config import SERVICES
 from fetalmlops.stack.errors import StackError
@@ -22,10 +22,16 @@ app = typer.Typer(
 
 
 @contextlib.contextmanager
-def _reported() -> Iterator[None]:
-    """A StackError is the user's to fix: print its message, not a traceback."""
+def _reported() -> Iterator[ModuleType]:
+    """The stack's operations; a StackError is the user's to fix: its message, not a traceback.
+
+    The stack is imported here, not above: it loads the MinIO client and the database drivers,
+    which `fetalmlops stack --help` need not wait for.
+    """
+    from fetalmlops.stack import stack
+
     try:
-        yield
+        yield stack
     except StackError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -53,7 +59,7 @@ def _table(statuses: list[ComponentStatus]) -> str:
 def up() -> None:
     """Start Kafka, MinIO and PostgreSQL (fetched/built on first use) and provision them."""
     began = time.monotonic()
-    with _reported():
+    with _reported() as stack:
         statuses = stack.up(progress=_step)
     typer.echo(_table(statuses))
     typer.echo(f"stack up in {time.monotonic() - began:.1f} s; point a shell at it with:")
@@ -63,7 +69,7 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop every component of the stack; data stays for the next `up`."""
-    with _reported():
+    with _reported() as stack:
         stack.down(progress=_step)
     typer.echo("stack down")
 
@@ -71,7 +77,7 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show each component, its pid, ports and log file; exit code 1 unless all are running."""
-    with _reported():
+    with _reported() as stack:
         statuses = stack.status()
     typer.echo(_table(statuses))
     if not all(s.running for s in statuses):
@@ -87,5 +93,5 @@ def env(
     ] = None,
 ) -> None:  # fmt: skip
     """Print `export FETALMLOPS_...` lines that point a service at the stack."""
-    with _reported():
+    with _reported() as stack:
         typer.echo(stack.env(service), nl=False)
