@@ -81,6 +81,22 @@ def test_each_configured_token_is_accepted(http: httpx.Client, served: Served) -
             assert same(prediction["probabilities"], served.version.expected(png).tolist())
 
 
+@pytest.mark.parametrize("verb", ["predict", "explain"])
+@pytest.mark.parametrize("cloudevent", [False, True], ids=["plain", "cloudevent"])
+def test_an_answer_repeats_no_request_header(
+    http: httpx.Client, served: Served, verb: str, cloudevent: bool
+) -> None:
+    sent = bearer(ENV_TOKEN) | {"x-request-id": "ACC-0042-DOE", "User-Agent": "viewer DOE^JANE"}
+    if cloudevent:  # KServe's binary-mode CloudEvents
+        sent |= {"ce-specversion": "1.0", "ce-id": "ACC-0042-DOE", "ce-source": "pacs-DOE",
+                 "ce-type": "org.example.DOE"}  # fmt: skip
+    response = http.post(f"/v1/models/{NAME}:{verb}", json=predict_body(served), headers=sent)
+
+    assert response.status_code == 200, response.text
+    answer = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+    assert ENV_TOKEN not in answer and "DOE" not in answer, answer
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

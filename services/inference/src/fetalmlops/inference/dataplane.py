@@ -9,6 +9,10 @@
   JSON gets a reason of this service's rather than KServe's.
 * The server metadata advertises the extensions the server implements: the repository
   extension (`routes.py` adds its index) and the binary tensor extension.
+* An explanation's answer carries the headers its model set, not the request's: KServe's
+  ``DataPlane.explain`` starts its response headers from the request headers, so every
+  ``:explain`` answer repeated the client's Authorization, Host, User-Agent, x-request-id and
+  whatever else it sent.
 
 Every refusal is `Refused`, its reason quoting nothing of the request.
 """
@@ -20,6 +24,7 @@ from typing import Any
 
 from cloudevents.sdk.converters.util import has_binary_headers
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER, PredictorProtocol
+from kserve.model import InferenceModel, InferenceVerb
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
@@ -38,6 +43,18 @@ class CheckedDataPlane(DataPlane):  # type: ignore[misc]  # kserve ships no type
     def metadata(self) -> dict[str, Any]:
         metadata: dict[str, Any] = super().metadata()
         return {**metadata, "extensions": EXTENSIONS}
+
+    async def explain(
+        self, model_name: str, request: object, headers: dict[str, str] | None = None
+    ) -> tuple[object, dict[str, str]]:
+        model = await self.get_model(model_name)
+        if not isinstance(model, InferenceModel):
+            raise Refused("the model does not explain")
+        answer: tuple[object, dict[str, str]] = await model(
+            request, verb=InferenceVerb.EXPLAIN, headers=headers
+        )
+        response, model_headers = answer
+        return response, dict(model_headers or {})
 
     def decode(
         self,
