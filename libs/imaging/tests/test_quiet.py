@@ -43,3 +43,25 @@ def test_other_threads_keep_logging(caplog: pytest.LogCaptureFixture) -> None:
         logged.wait(5)
     thread.join(5)
     assert "from another thread" in caplog.text
+
+
+def test_other_threads_keep_their_warnings_and_the_filters_are_untouched() -> None:
+    reading, warned = threading.Event(), threading.Event()
+
+    def other() -> None:
+        reading.wait(5)
+        warnings.warn("from another thread", UserWarning, stacklevel=1)
+        warned.set()
+
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        filters = list(warnings.filters)
+        thread = threading.Thread(target=other)
+        thread.start()
+        with quiet_pydicom():
+            assert warnings.filters == filters
+            reading.set()
+            warned.wait(5)
+            warn_and_log(f"odd value {PHI}")
+        thread.join(5)
+    assert [str(w.message) for w in heard] == ["from another thread"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fetalmlops.common.model_version import ARCHIVE_FORMAT, FORMAT_FILE
 from fetalmlops.common.store import LocalStore
 from fetalmlops.inference.archive import ArchiveError, open_version, unpack
 from fetalmlops.trainer.packaging import ModelLayout
@@ -182,3 +183,18 @@ def test_members_that_would_land_outside_the_target_are_refused(
         unpack(mar, target)
     assert not (tmp_path / "deep" / "escape.py").exists()
     assert not (tmp_path / "escape.py").exists()
+
+
+def test_an_archive_of_a_newer_format_is_refused_with_the_reason(
+    layout: ModelLayout, tmp_path: Path
+) -> None:
+    def newer(members: dict[str, bytes]) -> None:
+        members[FORMAT_FILE] = json.dumps({"format": ARCHIVE_FORMAT + 1}).encode()
+
+    def written_before_formats(members: dict[str, bytes]) -> None:
+        del members[FORMAT_FILE]
+
+    with pytest.raises(ArchiveError, match=f"format {ARCHIVE_FORMAT + 1}, newer than"):
+        open_version(version_with(layout, tmp_path / "next", newer), tmp_path / "a")
+    older = open_version(version_with(layout, tmp_path / "old", written_before_formats), tmp_path)
+    assert older.model_name == NAME

@@ -36,7 +36,7 @@ from fetalmlops.datasets.phantom.frame import BurnedText
 from fetalmlops.imaging.canonical import CANONICAL_SIZE, canonical, union
 from fetalmlops.imaging.regions import us_regions
 from fetalmlops.inference.archive import open_version
-from fetalmlops.inference.dicom import canonical_picture, is_dicom
+from fetalmlops.inference.dicom import is_dicom, request_picture
 from fetalmlops.trainer.packaging import ModelLayout
 
 PYDICOM_DATA = Path(data_store.__file__).parent / "data"
@@ -110,7 +110,7 @@ def test_a_phantom_study_gives_the_anonymizers_canonical_png(
     data = phantom(seed, profile).data
 
     assert is_dicom(data)
-    assert canonical_picture(data) == anonymizer.deidentify(data, DICOM).canonical_png
+    assert request_picture(data) == anonymizer.deidentify(data, DICOM).canonical_png
 
 
 @pytest.mark.parametrize("path", REAL_WORLD, ids=lambda path: path.name)
@@ -119,7 +119,7 @@ def test_real_world_ultrasound_gives_the_anonymizers_canonical_png(
 ) -> None:
     data = path.read_bytes()
 
-    picture = canonical_picture(data)
+    picture = request_picture(data)
 
     assert picture == anonymizer.deidentify(data, DICOM).canonical_png
     assert pixels_of(picture).shape == (CANONICAL_SIZE, CANONICAL_SIZE)
@@ -145,7 +145,7 @@ def test_a_banner_inside_the_regions_union_is_blanked() -> None:
     left, top = (side - (x1 + 1)) // 2, (side - (y1 + 1)) // 2
     scale = CANONICAL_SIZE / side
 
-    cleaned = pixels_of(canonical_picture(data))
+    cleaned = pixels_of(request_picture(data))
     uncleaned = pixels_of(canonical(raw.pixel_array, box))
 
     for line in study.banner:
@@ -160,10 +160,10 @@ def test_a_banner_inside_the_regions_union_is_blanked() -> None:
         assert not cleaned[inside].any(), f"the banner line {line.box} survived"
 
 
-def test_the_canonical_picture_holds_no_planted_value() -> None:
+def test_the_request_picture_holds_no_planted_value() -> None:
     study = phantom(5)
 
-    picture = canonical_picture(study.data)
+    picture = request_picture(study.data)
 
     with Image.open(io.BytesIO(picture)) as png:
         assert set(png.info) <= {"dpi"}  # no text chunk
@@ -196,7 +196,7 @@ def test_a_study_that_cannot_be_cleaned_is_refused_without_quoting_it(
     study = phantom(5)
 
     with pytest.raises(ValueError, match=reason) as refused:
-        canonical_picture(changed(study, change))
+        request_picture(changed(study, change))
 
     assert [v for v in study.phi if v in str(refused.value)] == []
 
@@ -241,7 +241,7 @@ def test_a_truncated_or_broken_study_is_refused_without_quoting_it(
     assert is_dicom(data)
 
     with pytest.raises(ValueError, match=reason) as refused:
-        canonical_picture(data)
+        request_picture(data)
 
     assert [v for v in study.phi if v in str(refused.value)] == []
 
@@ -261,7 +261,7 @@ def test_pydicom_complaining_of_a_value_neither_warns_nor_logs_it(
 
     # The header's frame count is refused before a pixel is decoded, and not repeated.
     with pytest.raises(ValueError, match="over the limit of 1000 frames") as refused:
-        canonical_picture(data)
+        request_picture(data)
 
     assert birth_date not in str(refused.value)
     assert [r.getMessage() for r in caplog.records] == []
@@ -278,7 +278,7 @@ def test_pydicom_complaining_of_a_value_neither_warns_nor_logs_it(
 def test_what_is_not_part_10_is_neither_detected_nor_read(data: bytes) -> None:
     assert not is_dicom(data)
     with pytest.raises(ValueError, match="not a DICOM Part 10 file"):
-        canonical_picture(data)
+        request_picture(data)
 
 
 def test_a_cine_is_pictured_by_its_first_frame() -> None:
@@ -287,7 +287,7 @@ def test_a_cine_is_pictured_by_its_first_frame() -> None:
     frames, box = ds.pixel_array, union(us_regions(ds))
     assert len(us_regions(ds)) == 1, "one region: blanking outside it changes nothing cropped"
 
-    picture = canonical_picture(path.read_bytes())
+    picture = request_picture(path.read_bytes())
 
     assert picture == canonical(frames[0], box)
     assert picture != canonical(frames[-1], box)

@@ -62,6 +62,7 @@ def facts(**changes: object) -> CardFacts:
             method="CPU measured by RAPL energy counters",
         ),
         created_at=datetime(2024, 6, 2, 9, 30, tzinfo=UTC),
+        storage_uri="s3://fetal-models/planes/v3/",
         cohorts=("hospital-a", "hospital-b"),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

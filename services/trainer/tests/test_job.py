@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from fetalmlops.common.bus import EmbeddedBus, read_event
 from fetalmlops.common.db import ModelStage, ModelVersion, create_engine_for, session_scope, upgrade
+from fetalmlops.common.model_version import ARCHIVE_FORMAT, FORMAT_FILE
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import LocalStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
@@ -71,7 +72,15 @@ def request(entries: list[Entry], name: str = "planes") -> Request:
 def test_a_run_writes_a_complete_version(
     manifest: Manifest, entries: list[Entry], tmp_path: Path
 ) -> None:
-    packaged = fit_and_package(manifest, local.file_loader, request(entries), 4, tmp_path, False)
+    packaged = fit_and_package(
+        manifest,
+        local.file_loader,
+        request(entries),
+        4,
+        tmp_path,
+        False,
+        models_bucket="site-models",
+    )
 
     root = packaged.directory
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
@@ -86,15 +95,25 @@ def test_a_run_writes_a_complete_version(
     assert {"val_macro_f1", "test_macro_f1", "ood_portable_macro_f1", "temperature"} <= set(metrics)
     assert metrics["efficiency"]["parameters"] > 0
     assert packaged.footprint is not None and packaged.footprint.energy_kwh > 0
+    assert json.loads(archive[FORMAT_FILE]) == {"format": ARCHIVE_FORMAT}
     card = (root / "model-card.md").read_text()
     assert manifest.id in card and "portable" in card
+    assert "storageUri: s3://site-models/planes/v4/" in card  # the configured bucket
     assert packaged.drift_reference["classes"] == list(CLASSES)
 
 
 def test_the_archive_serves_the_calibrated_model(
     manifest: Manifest, entries: list[Entry], tmp_path: Path
 ) -> None:
-    packaged = fit_and_package(manifest, local.file_loader, request(entries), 1, tmp_path, False)
+    packaged = fit_and_package(
+        manifest,
+        local.file_loader,
+        request(entries),
+        1,
+        tmp_path,
+        False,
+        models_bucket="fetal-models",
+    )
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
     for name, content in read_mar(packaged.directory / "model-store" / "planes.mar").items():
@@ -180,9 +199,19 @@ def test_a_k_fold_snapshot_trains_on_the_folds_it_is_told(
 ) -> None:
     folds = snapshot("folds", entries, Filters(), SplitSpec(method="kfold", folds=3))
     one = replace(request(entries), fold=1, out_of_domain={})
-    packaged = fit_and_package(folds, local.file_loader, one, 1, tmp_path, False)
+    packaged = fit_and_package(
+        folds, local.file_loader, one, 1, tmp_path, False, models_bucket="fetal-models"
+    )
 
     assert packaged.metrics["validation"]["n"] == len(folds.fold(1)[1])
     assert "test_macro_f1" not in packaged.metrics
     with pytest.raises(ValueError, match="fold 3 of a 3-fold snapshot"):
-        fit_and_package(folds, local.file_loader, replace(one, fold=3), 1, tmp_path, False)
+        fit_and_package(
+            folds,
+            local.file_loader,
+            replace(one, fold=3),
+            1,
+            tmp_path,
+            False,
+            models_bucket="fetal-models",
+        )

@@ -25,9 +25,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fetalmlops.common import model_version
 from fetalmlops.common.planes import Plane
 from fetalmlops.datasets.phantom.dataset import draw, plan
-from fetalmlops.trainer import reference
+from fetalmlops.trainer import handler, preprocessing, reference
 from fetalmlops.trainer.handler import PlaneClassifier, image_bytes
 from fetalmlops.trainer.packaging import (
     ExportMismatch,
@@ -183,7 +184,9 @@ def test_archive_holds_model_code_preprocessing_classes_and_manifest(version: Ve
     assert set(files) == {
         "model.pt", "handler.py", "preprocessing.py", "preprocessing.json",
         "index_to_name.json", "background.npy", "model_card.json", "MAR-INF/MANIFEST.json",
+        "fetalmlops-archive.json",
     }  # fmt: skip
+    assert json.loads(files["fetalmlops-archive.json"]) == {"format": model_version.ARCHIVE_FORMAT}
     manifest = json.loads(files["MAR-INF/MANIFEST.json"])
     assert manifest["model"] == {
         "modelName": NAME,
@@ -197,6 +200,18 @@ def test_archive_holds_model_code_preprocessing_classes_and_manifest(version: Ve
     assert files["handler.py"] == (source / "handler.py").read_bytes()
     assert files["preprocessing.py"] == (source / "preprocessing.py").read_bytes()
     assert version.layout.mar == version.layout.root / "model-store" / f"{NAME}.mar"
+
+
+def test_the_handler_reads_the_members_the_contract_names() -> None:
+    """The handler runs inside TorchServe without this library, so it keeps its own names."""
+    assert (handler.MODEL_FILE, handler.CLASSES_FILE, handler.BACKGROUND_FILE) == (
+        model_version.MODEL_FILE,
+        model_version.CLASSES_FILE,
+        model_version.BACKGROUND_FILE,
+    )
+    assert preprocessing.FILENAME == model_version.PREPROCESSING_PARAMETERS
+    assert all(hasattr(handler, name) for name in model_version.HANDLER_API)
+    assert all(hasattr(preprocessing, name) for name in model_version.PREPROCESSING_API)
 
 
 def test_the_archive_carries_the_shap_background_as_given(version: Version) -> None:

@@ -4,8 +4,10 @@ Greyscale, cropped to the imaging region, padded to a square and resized, 8-bit 
 pixels inside the region are only resampled: no contrast or speckle processing happens here,
 so a model sees what the scanner showed.
 
-The anonymizer publishes this picture for every study; the inference service recomputes it from
-a DICOM request, so a model is served exactly the picture it was trained on.
+The anonymizer publishes this picture for every study, the inference service recomputes it from
+a DICOM request and the trainer from a DICOM file on disk, all three with `canonical_picture`,
+so a model is served exactly the picture it was trained on (a test feeds one DICOM through the
+three and compares the bytes).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import io
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from pydicom.dataset import Dataset
 
-from fetalmlops.imaging.regions import Box
+from fetalmlops.imaging.quiet import quiet_pydicom
+from fetalmlops.imaging.regions import Box, blank_outside, region_mask, us_regions
 
 CANONICAL_SIZE = 256
 
@@ -58,3 +62,23 @@ def union(regions: list[Box]) -> Box | None:
         max(r[2] for r in regions),
         max(r[3] for r in regions),
     )
+
+
+def canonical_picture(
+    ds: Dataset, size: int = CANONICAL_SIZE, regions: list[Box] | None = None
+) -> bytes:
+    """The canonical PNG of a DICOM: its first frame blanked outside ``regions`` (by default
+    its SequenceOfUltrasoundRegions), cropped to their union and harmonised by `canonical`.
+
+    With no region at all the whole frame is kept: whether such a file may be used at all is
+    the caller's to decide (the anonymizer cleans it by a mask or OCR first, inference
+    refuses it). Blanking an already cleaned file changes nothing, so the anonymizer's
+    de-identified output and the scanner's original give the same bytes.
+    """
+    boxes = us_regions(ds) if regions is None else regions
+    with quiet_pydicom():
+        pixels: NDArray[np.generic] = ds.pixel_array
+    first = pixels if int(ds.get("NumberOfFrames", 1) or 1) == 1 else pixels[0]
+    if boxes:
+        first = blank_outside(first, region_mask(int(ds.Rows), int(ds.Columns), boxes), 1)
+    return canonical(first, union(boxes), size)

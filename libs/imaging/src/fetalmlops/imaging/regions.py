@@ -10,13 +10,14 @@ request the same way before it looks at a pixel, so a model never sees a banner 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
+
+from fetalmlops.imaging.quiet import quiet_pydicom
 
 Box = tuple[int, int, int, int]
 # Finds burned-in text in a frame: the OCR fallback for frames that name no region.
@@ -80,8 +81,7 @@ def clean_pixel_data(
     if not regions and find_text is None:
         raise NoRegions("no SequenceOfUltrasoundRegions with a location, and no mask for it")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_pydicom():
         pixels = ds.pixel_array
     photometric = str(ds.PhotometricInterpretation)
     if photometric.startswith("YBR"):

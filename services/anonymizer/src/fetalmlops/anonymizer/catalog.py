@@ -22,7 +22,7 @@ from fetalmlops.anonymizer import pseudonyms
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.common.bus import Record, Rejected, read_event
 from fetalmlops.common.db import ImageCopy, Label, session_scope
-from fetalmlops.common.planes import BrainPlane, Plane
+from fetalmlops.common.planes import brain_plane_from_proto, plane_from_proto
 from fetalmlops.v1 import labels_pb2
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,13 @@ def reading(event: labels_pb2.LabelAttached, secret: bytes) -> Label:
     if reference is None:
         raise Rejected("the label names no image")
     target = event.image_id if reference == "image_id" else image_id(secret, event.raw_sha256)
-    plane_name = labels_pb2.Plane.Name(event.plane).removeprefix("PLANE_")
-    if plane_name == "UNSPECIFIED":
-        raise Rejected("the label names no plane")
-    brain = labels_pb2.BrainPlane.Name(event.brain_plane).removeprefix("BRAIN_PLANE_")
+    plane = plane_from_proto(event.plane)
+    if plane is None:
+        raise Rejected("the label names no plane this build knows")
     return Label(
         image_id=target,
-        plane=Plane[plane_name],
-        brain_plane=None if brain == "UNSPECIFIED" else BrainPlane[brain],
+        plane=plane,
+        brain_plane=brain_plane_from_proto(event.brain_plane),
         annotator=event.annotator or "unknown",
     )
 

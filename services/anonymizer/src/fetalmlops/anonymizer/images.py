@@ -35,7 +35,7 @@ from fetalmlops.common.db import Image, ImageCopy, session_scope
 from fetalmlops.common.db.columns import utcnow
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectNotFound, ObjectStore, content_key
-from fetalmlops.imaging.canonical import canonical, union
+from fetalmlops.imaging.canonical import canonical, canonical_picture, union
 from fetalmlops.imaging.regions import NoRegions, us_regions
 from fetalmlops.v1 import images_pb2
 
@@ -134,14 +134,11 @@ class Anonymizer:
             device = f"{ds.get('Manufacturer', '')}/{ds.get('ManufacturerModelName', '')}"
             # Cleaned by its regions, a configured mask, or (neither) OCR over the whole frame.
             regions = us_regions(ds) or policy.mask_for(int(ds.Columns), int(ds.Rows), device)
-            first = (
-                ds.pixel_array if int(ds.get("NumberOfFrames", 1) or 1) == 1 else ds.pixel_array[0]
-            )
             described = ds.get("SequenceOfUltrasoundRegions") or [{}]
             return Output(
                 result.data,
                 DICOM,
-                canonical(first, union(regions), self.own.canonical_size),
+                canonical_picture(ds, self.own.canonical_size, regions),
                 result.patient_pseudonym,
                 str(ds.get("Manufacturer", "")),
                 str(ds.get("ManufacturerModelName", "")),

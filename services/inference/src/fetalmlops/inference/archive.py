@@ -1,7 +1,8 @@
 """A model version as the trainer published it, opened for serving: the `.mar`, unpacked.
 
-A version arrives in KServe's TorchServe layout, mounted by KServe's storage initializer at
-``/mnt/models`` or read straight from the object store (``s3://fetal-models/<model>/v<N>/``)::
+A version arrives in KServe's TorchServe layout (`fetalmlops.common.model_version`), mounted
+by KServe's storage initializer at ``/mnt/models`` or read straight from the object store
+(``s3://<models bucket>/<model>/v<N>/``)::
 
     <version>/model-store/<model_name>.mar
     <version>/config/config.properties
@@ -37,21 +38,25 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from fetalmlops.common.model_version import (
+    CLASSES_FILE,
+    FORMAT_FILE,
+    HANDLER_API,
+    MANIFEST,
+    MODEL_FILE,
+    MODEL_STORE,
+    PREPROCESSING_API,
+    PREPROCESSING_CODE,
+    PREPROCESSING_PARAMETERS,
+    ArchiveFormatError,
+    archive_format,
+)
 from fetalmlops.common.store import ObjectStore
 from fetalmlops.imaging.statistics import STATISTICS_SIZE
 from fetalmlops.inference.dicom import Scanner, cleaned_request, is_dicom
 from fetalmlops.inference.limits import ImageLimits, check_size
 from fetalmlops.inference.refusals import TooLarge
 
-MODEL_STORE = "model-store"
-MANIFEST = "MAR-INF/MANIFEST.json"
-# The trainer's archive format (fetalmlops.trainer.packaging): these travel beside the handler.
-PREPROCESSING_CODE = "preprocessing.py"
-PREPROCESSING_PARAMETERS = "preprocessing.json"
-CLASSES_FILE = "index_to_name.json"
-# What the archive's handler and preprocessing modules must offer this service.
-HANDLER_API = ("PlaneClassifier", "image_bytes", "read_classes")
-PREPROCESSING_API = ("Preprocessing", "to_tensor", "square_greyscale")
 # Far above any backbone the trainer offers; refuses a zip bomb before a byte is written.
 MAX_UNPACKED_BYTES = 4 * 1024**3
 # What a request may send (as ingest accepts): Pillow would open a dozen more formats.
@@ -274,9 +279,14 @@ def read_archive(mar: Path, directory: Path) -> Archive:
     name, handler_file = model.get("modelName"), model.get("handler")
     if not isinstance(name, str) or not isinstance(handler_file, str):
         raise ArchiveError(f"{mar.name}: {MANIFEST} names no model or no handler")
+    format_path = directory / FORMAT_FILE
+    try:
+        archive_format(format_path.read_text() if format_path.is_file() else None)
+    except (ArchiveFormatError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"{mar.name}: {exc}") from None
     required = [
         handler_file,
-        model.get("serializedFile", "model.pt"),
+        model.get("serializedFile", MODEL_FILE),
         PREPROCESSING_CODE,
         PREPROCESSING_PARAMETERS,
         CLASSES_FILE,

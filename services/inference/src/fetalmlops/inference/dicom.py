@@ -19,14 +19,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-import numpy as np
 import pydicom
-from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
-from fetalmlops.imaging.canonical import CANONICAL_SIZE, canonical, union
+from fetalmlops.imaging.canonical import CANONICAL_SIZE, canonical_picture
 from fetalmlops.imaging.quiet import quiet_pydicom
-from fetalmlops.imaging.regions import NoRegions, clean_pixel_data, us_regions
+from fetalmlops.imaging.regions import us_regions
 from fetalmlops.inference.limits import ImageLimits, check_size
 
 # PS3.10 7.1: a 128-byte preamble, then the prefix "DICM".
@@ -63,10 +61,11 @@ class CleanedRequest:
     scanner: Scanner | None
 
 
-def canonical_picture(
+def request_picture(
     data: bytes, size: int = CANONICAL_SIZE, limits: ImageLimits | None = None
 ) -> bytes:
-    """The canonical PNG the anonymizer would publish for the study in ``data``.
+    """The canonical PNG the anonymizer would publish for the study in ``data``
+    (`fetalmlops.imaging.canonical.canonical_picture`, after the checks a request needs).
 
     Raises ValueError, its message free of any value of the file, when ``data`` is not a
     Part 10 file, cannot be read, holds no pixel data, names no imaging region, or its pixels
@@ -78,7 +77,7 @@ def canonical_picture(
 def cleaned_request(
     data: bytes, size: int = CANONICAL_SIZE, limits: ImageLimits | None = None
 ) -> CleanedRequest:
-    """`canonical_picture`, and the scanner the header names (None when it names none)."""
+    """`request_picture`, and the scanner the header names (None when it names none)."""
     if not is_dicom(data):
         raise ValueError(NOT_DICOM)
     with quiet_pydicom():
@@ -86,11 +85,15 @@ def cleaned_request(
         if "PixelData" not in ds:
             raise ValueError(NO_PIXELS)
         check_size(*_geometry(ds), limits or ImageLimits())
-        first = _cleaned_first_frame(ds)
-        region = union(us_regions(ds))
+        if not us_regions(ds):
+            raise ValueError(UNCLEANABLE)
+        try:
+            png = canonical_picture(ds, size)
+        except Exception:  # every decoder raises its own types; all mean the same here
+            raise ValueError(UNDECODABLE) from None
         make, model = str(ds.get("Manufacturer", "")), str(ds.get("ManufacturerModelName", ""))
     scanner = Scanner(make, model) if make or model else None
-    return CleanedRequest(canonical(first, region, size), scanner)
+    return CleanedRequest(png, scanner)
 
 
 def _read(data: bytes) -> Dataset:
@@ -108,20 +111,3 @@ def _geometry(ds: Dataset) -> tuple[int, int, int]:
     except Exception:
         # A missing or malformed element; its value may be quoted by the error.
         raise ValueError(UNREADABLE) from None
-
-
-def _cleaned_first_frame(ds: Dataset) -> NDArray[np.generic]:
-    """Blanks ``ds`` outside its US regions in place; its first frame, as the anonymizer
-    takes it from the de-identified file."""
-    try:
-        clean_pixel_data(ds)
-    except NoRegions:
-        raise ValueError(UNCLEANABLE) from None
-    except Exception:
-        raise ValueError(UNDECODABLE) from None
-    try:
-        pixels: NDArray[np.generic] = ds.pixel_array
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except Exception:
-        raise ValueError(UNDECODABLE) from None
-    return pixels if frames == 1 else pixels[0]

@@ -12,7 +12,7 @@ import re
 from pydantic import BaseModel, Field, field_validator
 
 from fetalmlops.common.bus import Bus, publish_event
-from fetalmlops.common.planes import BrainPlane, Plane
+from fetalmlops.common.planes import BrainPlane, Plane, brain_plane_to_proto, plane_to_proto
 from fetalmlops.common.settings import Settings
 from fetalmlops.datasets.labels import parse_brain_plane, parse_plane
 from fetalmlops.v1 import labels_pb2
@@ -58,11 +58,10 @@ def publish_label(bus: Bus, settings: Settings, request: LabelRequest) -> str:
     """Publish the label; returns its event id."""
     reference = request.image_reference()
     event = labels_pb2.LabelAttached(
-        plane=f"PLANE_{request.plane.name}",
-        annotator=request.annotator,
+        plane=plane_to_proto(request.plane), annotator=request.annotator
     )
     if request.brain_plane is not None and request.plane is Plane.FETAL_BRAIN:
-        event.brain_plane = f"BRAIN_PLANE_{request.brain_plane.name}"  # type: ignore[assignment]
+        event.brain_plane = brain_plane_to_proto(request.brain_plane)
     if request.raw_sha256:
         event.raw_sha256 = request.raw_sha256
     else:

@@ -27,8 +27,6 @@ from fetalmlops.trainer.evaluation import ECE_BINS, Evaluation
 
 CONFUSION_MATRIX = "confusion_matrix.png"
 RELIABILITY_DIAGRAM = "reliability.png"
-# The fetal-models bucket layout (DESIGN.md): one prefix per version, the storageUri KServe mounts.
-STORAGE_URI = "s3://fetal-models/{model_name}/v{version}/"
 
 INTENDED_USE = """\
 Decision support for sonographers and obstetricians: the model suggests which standard plane
@@ -73,11 +71,12 @@ class CardFacts:
     efficiency: Efficiency
     footprint: Footprint | None
     created_at: datetime
+    # The version's folder in the configured models bucket: the storageUri KServe mounts.
+    storage_uri: str
     out_of_domain: Mapping[str, Evaluation] = field(default_factory=dict)  # cohort -> result
     cohorts: Sequence[str] = ()  # the cohorts/devices the snapshot drew its images from
     # The images come from the phantom generator (scanner profiles "highend-*", "portable").
     synthetic: bool = False
-    storage_uri: str | None = None  # None: the fetal-models layout for this name and version
     intended_use: str = INTENDED_USE
     extra_limitations: Sequence[str] = ()
 
@@ -327,9 +326,7 @@ def _limitations(facts: CardFacts) -> str:
 
 
 def _how_to_use(facts: CardFacts) -> str:
-    uri = facts.storage_uri or STORAGE_URI.format(
-        model_name=facts.model_name, version=facts.version
-    )
+    uri = facts.storage_uri
     name = facts.model_name
     return f"""## How to use
 

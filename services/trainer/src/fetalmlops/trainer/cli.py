@@ -118,7 +118,15 @@ def train_command(
             manifest = local_snapshot(dataset.name, entries, held_out, seed)
             request = replace(make_request(own, config, entries, held_out), fold=fold)
             workdir = own.workdir / "local" / manifest.id
-            packaged = fit_and_package(manifest, local.file_loader, request, 1, workdir, progress)
+            packaged = fit_and_package(
+                manifest,
+                local.file_loader,
+                request,
+                1,
+                workdir,
+                progress,
+                models_bucket=settings.buckets.models,
+            )
             assert out is not None
             shutil.copytree(packaged.directory, out, dirs_exist_ok=True)
             typer.echo(f"{out}: {headline(packaged.metrics)}")

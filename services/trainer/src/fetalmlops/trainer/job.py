@@ -2,7 +2,8 @@
 
 `fit_and_package` is the run itself and touches only the local disk: it trains (under the
 carbon meter), calibrates, evaluates in and out of domain, measures efficiency, and writes the
-version in KServe's layout with everything a reviewer needs beside it:
+version in KServe's layout (`fetalmlops.common.model_version`) with everything a reviewer needs
+beside it:
 
     <dir>/model-store/<model>.mar        TorchScript + handler + preprocessing (+ parameters)
                                          + SHAP background (validation images)
@@ -13,7 +14,7 @@ version in KServe's layout with everything a reviewer needs beside it:
 
 `run_on_platform` wraps it for the cluster: the run is named by its snapshot, model and
 configuration, so a restarted Job finds the version it registered instead of training again;
-the directory goes to `fetal-models/<model>/v<N>/`, the version to the registry, and the
+the directory goes to `<models bucket>/<model>/v<N>/`, the version to the registry, and the
 events out — `fetal.models.trained`, then, if the gate lets it, `fetal.models.promoted`.
 """
 
@@ -34,6 +35,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from sqlalchemy import Engine
 
+from fetalmlops.common import model_version
 from fetalmlops.common.bus import Bus, publish_event
 from fetalmlops.common.db import ModelVersion, session_scope
 from fetalmlops.common.db.columns import utcnow
@@ -102,7 +104,11 @@ def fit_and_package(
     version: int,
     workdir: Path,
     progress: bool = True,
+    *,
+    models_bucket: str,
 ) -> Packaged:
+    """Trains and packages version ``version`` into ``workdir``: the folder that goes to
+    ``models_bucket`` as it is (its card names that place)."""
     config, classes = request.config, list(CLASSES)
     train_set, val_set, test_set = parts(manifest, request.fold)
     if not train_set or not val_set:
@@ -166,8 +172,9 @@ def fit_and_package(
         out_of_domain=out_of_domain,
         cohorts=sorted({e.cohort or e.device for e in manifest.entries} - {""}),
         synthetic=request.synthetic,
+        storage_uri=model_version.storage_uri(models_bucket, request.model_name, version),
     )
-    (directory / "model-card.md").write_text(model_card(card))
+    (directory / model_version.CARD).write_text(model_card(card))
     (directory / "confusion_matrix.png").write_bytes(
         confusion_matrix_png(test or validation, f"{request.model_name} v{version}")
     )
@@ -176,8 +183,8 @@ def fit_and_package(
             softmax(result.val_logits, temperature), result.val_labels, "validation, calibrated"
         )
     )
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (directory / "drift_reference.json").write_text(json.dumps(drift, sort_keys=True))
+    (directory / model_version.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (directory / model_version.DRIFT_REFERENCE).write_text(json.dumps(drift, sort_keys=True))
     return Packaged(directory, metrics, drift, footprint)
 
 
@@ -307,7 +314,7 @@ class Platform:
     engine: Engine
 
     def storage_uri(self, model_name: str, version: int) -> str:
-        return f"s3://{self.settings.buckets.models}/{model_name}/v{version}/"
+        return model_version.storage_uri(self.settings.buckets.models, model_name, version)
 
 
 def run_on_platform(
@@ -325,7 +332,15 @@ def run_on_platform(
         done = registry.by_training_run(session, run)
         number = done.version if done else registry.next_version(session, request.model_name)
     if done is None:
-        packaged = fit_and_package(manifest, load, request, number, workdir / run, progress)
+        packaged = fit_and_package(
+            manifest,
+            load,
+            request,
+            number,
+            workdir / run,
+            progress,
+            models_bucket=platform.settings.buckets.models,
+        )
         upload(platform, packaged.directory, request.model_name, number)
         footprint = packaged.footprint
         with session_scope(platform.engine) as session:
@@ -338,7 +353,7 @@ def run_on_platform(
                     metrics=packaged.metrics,
                     storage_uri=platform.storage_uri(request.model_name, number),
                     artifact_uri=platform.storage_uri(request.model_name, number)
-                    + f"model-store/{request.model_name}.mar",
+                    + model_version.mar_path(request.model_name),
                     energy_kwh=footprint.energy_kwh if footprint else None,
                     emissions_kg_co2e=footprint.emissions_kg_co2e if footprint else None,
                     drift_reference=packaged.drift_reference,
@@ -361,7 +376,10 @@ def run_on_platform(
 
 
 def upload(platform: Platform, directory: Path, model_name: str, version: int) -> None:
-    bucket, prefix = platform.settings.buckets.models, f"{model_name}/v{version}/"
+    bucket, prefix = (
+        platform.settings.buckets.models,
+        model_version.version_prefix(model_name, version),
+    )
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         key = prefix + path.relative_to(directory).as_posix()
         with path.open("rb") as stream:
@@ -372,7 +390,10 @@ def upload(platform: Platform, directory: Path, model_name: str, version: int) -
 
 def download(platform: Platform, model_name: str, version: int, directory: Path) -> None:
     """A registered version's files from `fetal-models` into a local directory."""
-    bucket, prefix = platform.settings.buckets.models, f"{model_name}/v{version}/"
+    bucket, prefix = (
+        platform.settings.buckets.models,
+        model_version.version_prefix(model_name, version),
+    )
     for info in platform.store.list(bucket, prefix):
         target = directory / info.key.removeprefix(prefix)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,8 @@
 
 Any format the dataset readers know (FETAL_PLANES_DB, the African cohort, folder per class,
 CSV) becomes snapshot entries; the dataset's own split is kept when every image has one. A
-DICOM file is read as its first frame cropped to its imaging region: what the anonymizer's
-canonical picture shows, so a model trained here sees what the platform would give it.
+DICOM file is read as its canonical picture (`fetalmlops.imaging.canonical`), the very bytes
+the anonymizer publishes for it, so a model trained here sees what the platform gives it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pydicom
-from PIL import Image
 
 from fetalmlops.datasets.readers import DatasetFormat, read_dataset
+from fetalmlops.imaging.canonical import canonical_picture
+from fetalmlops.imaging.quiet import quiet_pydicom
 from fetalmlops.trainer.snapshots import Entry
 
 
@@ -45,19 +45,8 @@ def file_loader(entry: Entry) -> Callable[[], bytes]:
 
 
 def dicom_picture(data: bytes) -> bytes:
-    """PNG of a DICOM's first frame, greyscale, cropped to the union of its US regions."""
-    ds = pydicom.dcmread(io.BytesIO(data))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    pixels = ds.pixel_array[0] if frames > 1 else ds.pixel_array
-    picture = Image.fromarray(np.asarray(pixels)).convert("L")
-    regions = [
-        (r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1)
-        for r in ds.get("SequenceOfUltrasoundRegions", [])
-    ]
-    if regions:
-        left, top = min(r[0] for r in regions), min(r[1] for r in regions)
-        right, bottom = max(r[2] for r in regions), max(r[3] for r in regions)
-        picture = picture.crop((left, top, right + 1, bottom + 1))
-    buffer = io.BytesIO()
-    picture.save(buffer, "PNG")
-    return buffer.getvalue()
+    """The canonical picture of a DICOM file, as the anonymizer publishes it for a study and
+    the inference service makes it of a DICOM request: no training/serving skew."""
+    with quiet_pydicom():
+        ds = pydicom.dcmread(io.BytesIO(data))
+    return canonical_picture(ds)

@@ -39,19 +39,29 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from fetalmlops.trainer.handler import BACKGROUND_FILE, CLASSES_FILE, MODEL_FILE
-from fetalmlops.trainer.preprocessing import FILENAME as PREPROCESSING_FILE
+from fetalmlops.common.model_version import (
+    BACKGROUND_FILE,
+    CLASSES_FILE,
+    CONFIG_PROPERTIES,
+    FORMAT_FILE,
+    HANDLER_CODE,
+    MANIFEST,
+    MODEL_FILE,
+    PREPROCESSING_CODE,
+    PREPROCESSING_PARAMETERS,
+    format_document,
+    mar_path,
+)
 from fetalmlops.trainer.preprocessing import Preprocessing
 from fetalmlops.trainer.servable import FEATURES_METHOD, Servable
 
 HERE = Path(__file__).parent
-HANDLER_SOURCE = HERE / "handler.py"
-PREPROCESSING_SOURCE = HERE / "preprocessing.py"
-MANIFEST = "MAR-INF/MANIFEST.json"
+HANDLER_SOURCE = HERE / HANDLER_CODE
+PREPROCESSING_SOURCE = HERE / PREPROCESSING_CODE
 RESERVED_FILES = frozenset(
     {
-        MODEL_FILE, "handler.py", "preprocessing.py", PREPROCESSING_FILE, CLASSES_FILE,
-        BACKGROUND_FILE, "MAR-INF",
+        MODEL_FILE, HANDLER_CODE, PREPROCESSING_CODE, PREPROCESSING_PARAMETERS, CLASSES_FILE,
+        BACKGROUND_FILE, FORMAT_FILE, MANIFEST.split("/")[0],
     }
 )  # fmt: skip
 # torch-model-archiver's own rule (ModelExportUtils.check_model_name_regex_or_exit), checked
@@ -234,7 +244,9 @@ def build_mar(
     background: NDArray[np.float32] | None = None,
     workers: WorkerSettings = WorkerSettings(),
 ) -> ModelLayout:
-    """Writes ``<root>/model-store/<model_name>.mar`` and ``<root>/config/config.properties``.
+    """Writes the archive and TorchServe's settings into the version folder ``root``
+    (`fetalmlops.common.model_version`: ``model-store/<model_name>.mar``,
+    ``config/config.properties``).
 
     ``background``, SHAP's background images (B, channels, size, size) preprocessed as served,
     goes into the archive as ``background.npy``; an archive without one explains nothing.
@@ -242,18 +254,19 @@ def build_mar(
     check_archive_inputs(model_name, version, classes, extra_files)
     if background is not None:
         check_background(background, preprocessing)
-    model_store, config_dir = root / "model-store", root / "config"
-    model_store.mkdir(parents=True, exist_ok=True)
-    config_dir.mkdir(parents=True, exist_ok=True)
+    mar, config = root / mar_path(model_name), root / CONFIG_PROPERTIES
+    mar.parent.mkdir(parents=True, exist_ok=True)
+    config.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-") as scratch:
         staging = Path(scratch) / "files"
         staging.mkdir()
         shutil.copyfile(torchscript, staging / MODEL_FILE)
-        shutil.copyfile(HANDLER_SOURCE, staging / "handler.py")
+        shutil.copyfile(HANDLER_SOURCE, staging / HANDLER_CODE)
         extras = {
-            "preprocessing.py": PREPROCESSING_SOURCE.read_bytes(),
-            PREPROCESSING_FILE: preprocessing.to_json().encode(),
+            PREPROCESSING_CODE: PREPROCESSING_SOURCE.read_bytes(),
+            PREPROCESSING_PARAMETERS: preprocessing.to_json().encode(),
             CLASSES_FILE: index_to_name(classes).encode(),
+            FORMAT_FILE: format_document().encode(),
             **({} if background is None else {BACKGROUND_FILE: npy_bytes(background)}),
             **extra_files,
         }
@@ -261,10 +274,9 @@ def build_mar(
             (staging / name).write_bytes(content)
         archiver_tmp = Path(scratch) / "archiver"
         archiver_tmp.mkdir()
-        archive(model_name, version, staging, sorted(extras), model_store, archiver_tmp)
-    config = config_dir / "config.properties"
+        archive(model_name, version, staging, sorted(extras), mar.parent, archiver_tmp)
     config.write_text(config_properties(model_name, version, workers))
-    return ModelLayout(root=root, mar=model_store / f"{model_name}.mar", config_properties=config)
+    return ModelLayout(root=root, mar=mar, config_properties=config)
 
 
 def check_background(background: NDArray[np.float32], preprocessing: Preprocessing) -> None:
@@ -305,7 +317,7 @@ def archive(
         "--model-name", model_name,
         "--version", str(version),
         "--serialized-file", str(staging / MODEL_FILE),
-        "--handler", str(staging / "handler.py"),
+        "--handler", str(staging / HANDLER_CODE),
         "--extra-files", ",".join(str(staging / name) for name in extra_files),
         "--export-path", str(export_path),
         "--force",

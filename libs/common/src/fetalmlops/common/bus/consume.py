@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from fetalmlops.common.bus.base import Bus, BusUnavailable, Record
+from fetalmlops.common.events import UnknownSchema
 from fetalmlops.common.telemetry.metrics import HANDLING_SECONDS, MESSAGES
 from fetalmlops.common.telemetry.tracing import extract, inject
 
@@ -123,7 +124,8 @@ def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
                 consumer.handler(record)
                 MESSAGES.labels(record.topic, consumer.group, "processed").inc()
                 return
-            except Rejected as exc:
+            except (Rejected, UnknownSchema) as exc:
+                # Neither the handler's verdict nor bytes that do not parse change on a retry.
                 error: Exception = exc
                 break
             except BusUnavailable:
