@@ -27,14 +27,9 @@ from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.trainer import local
 from fetalmlops.trainer.cli import local_snapshot, train_command
 from fetalmlops.trainer.handler import PlaneClassifier
-from fetalmlops.trainer.job import (
-    BACKGROUND_SIZE,
-    Platform,
-    Request,
-    fit_and_package,
-    run_on_platform,
-)
+from fetalmlops.trainer.job import BACKGROUND_SIZE, Request, fit_and_package
 from fetalmlops.trainer.packaging import read_mar
+from fetalmlops.trainer.platform import Platform, run_on_platform
 from fetalmlops.trainer.preprocessing import decode
 from fetalmlops.trainer.registry import Gate
 from fetalmlops.trainer.servable import background_indices

@@ -1,7 +1,9 @@
 """What the inference server refuses before a request reaches KServe or the model.
 
 * ``RequestGuard``, a pure ASGI middleware: with bearer tokens configured, every request but
-  the probes and ``/metrics`` must carry ``Authorization: Bearer <token>`` (401); a body over
+  the probes and ``/metrics`` must carry ``Authorization: Bearer <token>`` with the
+  ``models:predict`` scope (the kernel's `fetalmlops.common.bearer`, as every service checks
+  tokens; tokens configured here grant every scope); a body over
   ``max_request_bytes`` is refused with 413, by its ``Content-Length`` before a byte is read,
   or, chunked, as soon as the count passes the limit. It is pure ASGI because Starlette's
   ``BaseHTTPMiddleware`` buffers streamed bodies, which is what the limit is there to prevent.
@@ -16,16 +18,16 @@ are bounded in ``admission.py``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 from collections.abc import Collection, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fetalmlops.common.bearer import Tokens
 from fetalmlops.inference.settings import InferenceSettings
 
+MODELS_PREDICT = "models:predict"
 # Kubernetes probes and Prometheus scrape without credentials.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
 
@@ -86,8 +88,7 @@ class RequestGuard:
         open_paths: Collection[str] = OPEN_PATHS,
     ) -> None:
         self.app = app
-        # Digests of equal length: compare_digest's time then says nothing of a token's length.
-        self.digests = tuple(digest(token.encode()) for token in tokens)
+        self.tokens = Tokens.granting_every_scope(tokens)
         self.max_request_bytes = max_request_bytes
         self.open_paths = frozenset(open_paths)
 
@@ -120,23 +121,13 @@ class RequestGuard:
         await self.limited(scope, receive, send)
 
     def unauthenticated(self, scope: Scope) -> tuple[str, bytes] | None:
-        """Why this request may not pass and the challenge to answer with, or None.
-
-        The challenges are RFC 6750's (section 3): no error code when no credentials came.
-        """
-        if not self.digests or scope["path"] in self.open_paths:
+        """Why this request may not pass and the challenge to answer with, or None."""
+        if not self.tokens or scope["path"] in self.open_paths:
             return None
         credentials = header(scope, b"authorization")
-        if credentials is None:
-            return "missing bearer token: send 'Authorization: Bearer <token>'", b"Bearer"
-        scheme, _, token = credentials.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
-            reason = "the Authorization header is not 'Bearer <token>'"
-            return reason, b'Bearer error="invalid_request"'
-        presented = digest(token.strip())
-        # Every token is compared, so the time does not tell which one came close.
-        matches = [hmac.compare_digest(presented, known) for known in self.digests]
-        return None if any(matches) else ("invalid bearer token", b'Bearer error="invalid_token"')
+        presented = None if credentials is None else credentials.decode("latin-1")
+        refused = self.tokens.refusal(presented, MODELS_PREDICT)
+        return None if refused is None else (refused.reason, refused.challenge.encode())
 
     def too_large(self) -> str:
         # Not the declared length: a Content-Length is the client's to write.
@@ -175,10 +166,6 @@ class RequestGuard:
 
 # Refusing a body it will not read, the server closes the connection rather than drain it.
 CLOSE = [(b"connection", b"close")]
-
-
-def digest(token: bytes) -> bytes:
-    return hashlib.sha256(token).digest()
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -23,13 +23,8 @@ from fetalmlops.common.store import ObjectStore, open_store
 from fetalmlops.datasets.readers import DatasetError, DatasetFormat
 from fetalmlops.trainer import catalog, local
 from fetalmlops.trainer.backbones import Strategy
-from fetalmlops.trainer.job import (
-    Platform,
-    Request,
-    download,
-    fit_and_package,
-    run_on_platform,
-)
+from fetalmlops.trainer.job import Request, fit_and_package
+from fetalmlops.trainer.platform import Platform, download, run_on_platform
 from fetalmlops.trainer.settings import TrainerSettings
 from fetalmlops.trainer.snapshots import Entry, Filters, Manifest, SplitSpec, snapshot
 from fetalmlops.trainer.training import TrainConfig

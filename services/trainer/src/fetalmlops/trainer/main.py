@@ -18,7 +18,8 @@ from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
 from fetalmlops.trainer import catalog
 from fetalmlops.trainer.backbones import BACKBONES, Strategy
-from fetalmlops.trainer.job import Platform, Request, run_on_platform
+from fetalmlops.trainer.job import Request
+from fetalmlops.trainer.platform import Platform, run_on_platform
 from fetalmlops.trainer.settings import TrainerSettings
 from fetalmlops.trainer.snapshots import Filters, SplitSpec
 from fetalmlops.trainer.training import TrainConfig
