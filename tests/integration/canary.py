@@ -12,11 +12,19 @@ import base64
 import io
 import struct
 import threading
+import time
 import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import httpx
 import psutil
 import pydicom
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
@@ -32,10 +40,95 @@ CANARY_FORMS = (
     CANARY.encode().hex()[:12],
 )
 MIB = 1024 * 1024
+HEAVY_AT_ONCE = 16
+R = TypeVar("R")
 
 
 def leaked(text: str) -> list[str]:
     return [form for form in CANARY_FORMS if form in text]
+
+
+def leaking(texts: Iterable[str]) -> list[str]:
+    """The beginnings of the texts (log lines, spans) that hold any form of the canary."""
+    return [text[:300] for text in texts if leaked(text)]
+
+
+@dataclass
+class Seen:
+    """What a fuzz run's answers were: statuses, 5xx answers, and answers quoting the canary."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    leaks: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, what: str, response: httpx.Response, answer: str) -> None:
+        """One exchange: ``what`` names the request, ``answer`` is what to search."""
+        self.statuses[response.status_code] += 1
+        if response.status_code >= 500:
+            self.errors.append(f"{response.status_code} {what}: {response.text[:200]}")
+        found = leaked(answer)
+        if found:
+            self.leaks.append(f"{found} {response.status_code} {what}: {answer[:300]}")
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values())
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """How long the fuzz took, and the process's memory before it and at its peak."""
+
+    fuzz_s: float
+    baseline: int
+    peak: int
+
+    def summary(self, seen: Seen, process: str, allowance: int) -> str:
+        return (
+            f"{seen.sent} requests ({self.fuzz_s:.0f} s of fuzz), statuses "
+            f"{dict(sorted(seen.statuses.items()))}; {process} RSS {self.baseline / MIB:.0f} MiB "
+            f"warmed up, peak {self.peak / MIB:.0f} MiB "
+            f"(bound {(self.baseline + allowance) / MIB:.0f} MiB)"
+        )
+
+
+def fuzz_then_abuse(
+    url: str,
+    pid: int,
+    requests: st.SearchStrategy[R],
+    heavy: Sequence[R],
+    exchange: Callable[[httpx.Client, R], None],
+    examples: int,
+) -> Pressure:
+    """``examples`` requests drawn from ``requests`` one after another (derandomized, so every
+    run sends the same), then ``heavy`` sixteen at a time, each through ``exchange``; the
+    server process ``pid``'s resident memory is sampled throughout."""
+    baseline = psutil.Process(pid).memory_info().rss
+    started = time.monotonic()
+    with httpx.Client(base_url=url, timeout=60) as http, PeakRss(pid) as rss:
+
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(requests)
+        def fuzz(request: R) -> None:
+            exchange(http, request)
+
+        fuzz()
+        fuzz_s = time.monotonic() - started
+
+        def one(request: R) -> None:
+            with httpx.Client(base_url=url, timeout=120) as own:
+                exchange(own, request)
+
+        with ThreadPoolExecutor(HEAVY_AT_ONCE) as pool:
+            list(pool.map(one, heavy))
+    return Pressure(fuzz_s, baseline, rss.peak)
 
 
 def canary_dicoms(root: Path) -> list[bytes]:

@@ -26,18 +26,13 @@ import base64
 import io
 import json
 import struct
-import time
-from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -45,10 +40,11 @@ from .canary import (
     CANARY,
     CANARY_NUMBER,
     MIB,
-    PeakRss,
+    Seen,
     canary_dicoms,
     canary_pictures,
-    leaked,
+    fuzz_then_abuse,
+    leaking,
     mutated,
     not_images,
 )
@@ -84,13 +80,6 @@ class Request:
     content: bytes | None
     chunked: bool = False
     sent_id: str | None = None  # the V2 id a successful answer may echo
-
-
-@dataclass
-class Seen:
-    statuses: Counter[int] = field(default_factory=Counter)
-    leaks: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -311,19 +300,6 @@ def answer_text(request: Request, response: httpx.Response) -> str:
     return headers + "\n" + body.decode("utf-8", errors="replace")
 
 
-def check(seen: Seen, request: Request, response: httpx.Response) -> None:
-    seen.statuses[response.status_code] += 1
-    if response.status_code >= 500:
-        seen.errors.append(
-            f"{response.status_code} {request.method} {request.path[:80]}: {response.text[:200]}"
-        )
-    found = leaked(answer_text(request, response))
-    if found:
-        seen.leaks.append(
-            f"{found} {response.status_code} {request.path[:80]}: {response.text[:300]}"
-        )
-
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 V1_PREDICT, V2_INFER = f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"
 
@@ -398,61 +374,36 @@ def abuse(files: Files) -> list[Request]:
 def test_malformed_requests_get_4xx_and_no_channel_repeats_them(
     fuzzed: Fuzzed, files: Files
 ) -> None:
-    server = fuzzed.server
-    seen = Seen()
+    server, seen = fuzzed.server, Seen()
+
+    def exchange(http: httpx.Client, request: Request) -> None:
+        response = send(http, request)
+        what = f"{request.method} {request.path[:80]}"
+        seen.record(what, response, answer_text(request, response))
+
     with httpx.Client(base_url=server.url, timeout=60) as http:
         # One of each kind first: the RSS the server settles at with every path warmed up.
         for request in [*seeds(files), *abuse(files)[::16]]:
-            check(seen, request, send(http, request))
-        assert seen.statuses[200] >= 5, seen
-        baseline = psutil.Process(server.process.pid).memory_info().rss
-        started = time.monotonic()
-        with PeakRss(server.process.pid) as rss:
-
-            @settings(
-                max_examples=EXAMPLES,
-                deadline=None,
-                database=None,
-                derandomize=True,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(fuzz_requests(files))
-            def fuzz(request: Request) -> None:
-                check(seen, request, send(http, request))
-
-            fuzz()
-            fuzz_s = time.monotonic() - started
-            heavy = abuse(files)
-
-            def one(request: Request) -> None:
-                with httpx.Client(base_url=server.url, timeout=120) as own:
-                    check(seen, request, send(own, request))
-
-            with ThreadPoolExecutor(16) as pool:
-                list(pool.map(one, heavy))
-    sent = sum(seen.statuses.values())
-    statuses = dict(sorted(seen.statuses.items()))
-    print(
-        f"\n{sent} requests ({fuzz_s:.0f} s of fuzz), statuses {statuses}; "
-        f"server RSS {baseline / MIB:.0f} MiB warmed up, peak {rss.peak / MIB:.0f} MiB "
-        f"(bound {(baseline + RSS_ALLOWANCE) / MIB:.0f} MiB)"
+            exchange(http, request)
+    assert seen.statuses[200] >= 5, seen
+    pressure = fuzz_then_abuse(
+        server.url, server.process.pid, fuzz_requests(files), abuse(files), exchange, EXAMPLES
     )
-    assert sent >= 2000
+    print("\n" + pressure.summary(seen, "server", RSS_ALLOWANCE))
+    assert seen.sent >= 2000
     assert seen.errors == []
     assert seen.leaks == []
     # Every kind of refusal was met, and well-formed requests among them were answered.
     assert {200, 400, 401, 404, 413, 415} <= set(seen.statuses)
-    assert rss.peak <= baseline + RSS_ALLOWANCE
+    assert pressure.peak <= pressure.baseline + RSS_ALLOWANCE
 
     log = logged_after_a_probe(server)
     assert "DEBUG" in log and '"logger": "fetalmlops.access"' in log
-    leaks_in_log = [line[:300] for line in log.splitlines() if leaked(line)]
-    assert leaks_in_log == []
-    wait_for(lambda: len(fuzzed.spans.texts()) > sent / 2, 30, "the spans exported")
+    assert leaking(log.splitlines()) == []
+    wait_for(lambda: len(fuzzed.spans.texts()) > seen.sent / 2, 30, "the spans exported")
     spans = fuzzed.spans.texts()
     print(f"{len(spans)} spans exported, {len(log.splitlines())} log lines")
-    assert [text[:300] for text in spans if leaked(text)] == []
+    assert leaking(spans) == []
 
 
 READY_ROUTE = '"route": "/v2/models/{model_name}/ready"'

@@ -22,19 +22,15 @@ from __future__ import annotations
 import io
 import json
 import secrets
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import psutil
 import pydicom
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydicom.uid import generate_uid
 from sqlalchemy import select
@@ -47,11 +43,12 @@ from .canary import (
     CANARY,
     CANARY_NUMBER,
     MIB,
-    PeakRss,
+    Seen,
     canary_dicoms,
     canary_pictures,
     encoded,
-    leaked,
+    fuzz_then_abuse,
+    leaking,
     mutated,
     not_images,
     png_header,
@@ -97,13 +94,6 @@ class Request:
     files: dict[str, Any] | None = None
     data: dict[str, str] | None = None
     chunked: bool = False
-
-
-@dataclass
-class Seen:
-    statuses: Counter[int] = field(default_factory=Counter)
-    leaks: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -272,18 +262,6 @@ def send(http: httpx.Client, request: Request) -> httpx.Response:
     )
 
 
-def check(seen: Seen, request: Request, response: httpx.Response) -> None:
-    seen.statuses[response.status_code] += 1
-    if response.status_code >= 500:
-        seen.errors.append(
-            f"{response.status_code} {request.method} {request.path[:80]}: {response.text[:200]}"
-        )
-    answer = "\n".join(f"{k}: {v}" for k, v in response.headers.items()) + "\n" + response.text
-    found = leaked(answer)
-    if found:
-        seen.leaks.append(f"{found} {response.status_code} {request.path[:80]}: {answer[:300]}")
-
-
 def multipart_related(*parts: bytes) -> tuple[dict[str, str], bytes]:
     head = b"--b\r\nContent-Type: application/dicom\r\n\r\n"
     body = b"".join(head + part + b"\r\n" for part in parts) + b"--b--\r\n"
@@ -320,50 +298,27 @@ def records_since(owner: Settings, started: datetime) -> set[str]:
 def test_malformed_requests_get_4xx_and_no_channel_repeats_them(
     fuzzed: Fuzzed, files: tuple[bytes, ...]
 ) -> None:
-    ingest = fuzzed.ingest
-    seen = Seen()
+    ingest, seen = fuzzed.ingest, Seen()
     started_at = datetime.now(UTC)
+
+    def exchange(http: httpx.Client, request: Request) -> None:
+        response = send(http, request)
+        answer = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+        seen.record(f"{request.method} {request.path[:80]}", response, f"{answer}\n{response.text}")
+
     with httpx.Client(base_url=ingest.url, timeout=60) as http:
         for request in abuse(files)[::16]:  # one of each kind: every path warmed up
-            check(seen, request, send(http, request))
-        baseline = psutil.Process(ingest.pid).memory_info().rss
-        started = time.monotonic()
-        with PeakRss(ingest.pid) as rss:
-
-            @settings(
-                max_examples=EXAMPLES,
-                deadline=None,
-                database=None,
-                derandomize=True,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(fuzz_requests(files))
-            def fuzz(request: Request) -> None:
-                check(seen, request, send(http, request))
-
-            fuzz()
-            fuzz_s = time.monotonic() - started
-
-            def one(request: Request) -> None:
-                with httpx.Client(base_url=ingest.url, timeout=120) as own:
-                    check(seen, request, send(own, request))
-
-            with ThreadPoolExecutor(16) as pool:
-                list(pool.map(one, abuse(files)))
-    sent = sum(seen.statuses.values())
-    statuses = dict(sorted(seen.statuses.items()))
-    print(
-        f"\n{sent} requests ({fuzz_s:.0f} s of fuzz), statuses {statuses}; "
-        f"ingest RSS {baseline / MIB:.0f} MiB warmed up, peak {rss.peak / MIB:.0f} MiB "
-        f"(bound {(baseline + RSS_ALLOWANCE) / MIB:.0f} MiB)"
+            exchange(http, request)
+    pressure = fuzz_then_abuse(
+        ingest.url, ingest.pid, fuzz_requests(files), abuse(files), exchange, EXAMPLES
     )
-    assert sent >= EXAMPLES
+    print("\n" + pressure.summary(seen, "ingest", RSS_ALLOWANCE))
+    assert seen.sent >= EXAMPLES
     assert seen.errors == []
     assert seen.leaks == []
     # Every kind of answer was met: stored, refused for each reason, and routed nowhere.
     assert {201, 401, 403, 404, 405, 413, 415, 422} <= set(seen.statuses)
-    assert rss.peak <= baseline + RSS_ALLOWANCE
+    assert pressure.peak <= pressure.baseline + RSS_ALLOWANCE
 
     stored = records_since(fuzzed.owner, started_at)
     announced = Counter(
@@ -373,11 +328,11 @@ def test_malformed_requests_get_4xx_and_no_channel_repeats_them(
 
     log = logged_after_a_probe(ingest)
     assert "DEBUG" in log and '"logger": "fetalmlops.access"' in log
-    assert [line[:300] for line in log.splitlines() if leaked(line)] == []
-    wait_for(lambda: len(fuzzed.spans.texts()) > sent / 2, 30, "the spans exported")
+    assert leaking(log.splitlines()) == []
+    wait_for(lambda: len(fuzzed.spans.texts()) > seen.sent / 2, 30, "the spans exported")
     spans = fuzzed.spans.texts()
     print(f"{len(spans)} spans exported, {len(log.splitlines())} log lines")
-    assert [text[:300] for text in spans if leaked(text)] == []
+    assert leaking(spans) == []
 
 
 def logged_after_a_probe(ingest: RunningIngest) -> str:
