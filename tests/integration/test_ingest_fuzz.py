@@ -38,6 +38,7 @@ from sqlalchemy import select
 from fetalmlops.common.db import IngestRecord, create_engine_for, session_scope
 from fetalmlops.common.settings import Settings
 from fetalmlops.datasets.phantom.samples import sample_picture
+from fetalmlops.ingest.http import STOW_BODY_FACTOR
 
 from .canary import (
     CANARY,
@@ -69,7 +70,6 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
 EXAMPLES = 2200
 MAX_BYTES = 4 * MIB
-STOW_BODY_FACTOR = 4  # ingest's own: a STOW-RS body may be this many times MAX_BYTES
 # Above the RSS ingest settles at once it has answered one request of each kind: 16 bodies in
 # flight at once, each at most a STOW-RS body (16 MiB) held about three times over while it is
 # read and split into parts (the body, the parser's copy, the parts); two pictures of the most

@@ -2,20 +2,18 @@
 
 A picture costs what its header says, not what its bytes weigh: a 78 KB PNG of 9000 x 9000
 black pixels decodes to 81 MB (324 MB as RGBA), then to a padded square and two resized
-copies. So the limits are on pixels, as ingest's are (``fetalmlops.ingest.validation``), with
-the same defaults: a file ingest would refuse is refused here too, from its header, before
-Pillow or pydicom decodes a pixel. And a request is a number of images: each becomes a
-preprocessed tensor however small it arrived (a 68-byte PNG is a 600 KB float tensor at 224
-pixels), so the count is bounded too.
-
-The refusals name the limit that was passed, never the size the request declared: a width or
-a frame count is the client's content like any other.
+copies. So the limits are on pixels, as ingest's are, with the same defaults and the same
+rule (`fetalmlops.imaging.limits`): a file ingest would refuse is refused here too, from its
+header, before Pillow or pydicom decodes a pixel. And a request is a number of images: each
+becomes a preprocessed tensor however small it arrived (a 68-byte PNG is a 600 KB float tensor
+at 224 pixels), so the count is bounded too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fetalmlops.imaging.limits import over_limits
 from fetalmlops.inference.refusals import TooLarge
 
 
@@ -34,12 +32,16 @@ def check_size(rows: int, columns: int, frames: int, limits: ImageLimits) -> Non
     declares no pixel at all."""
     if min(rows, columns, frames) < 1:
         raise ValueError("the image declares no pixels")
-    if max(rows, columns) > limits.max_side:
-        raise TooLarge(f"the image is over the limit of {limits.max_side} pixels a side")
-    if frames > limits.max_frames:
-        raise TooLarge(f"the image is over the limit of {limits.max_frames} frames")
-    if rows * columns * frames > limits.max_pixels:
-        raise TooLarge(f"the image is over the limit of {limits.max_pixels} pixels")
+    reason = over_limits(
+        rows,
+        columns,
+        frames,
+        max_side=limits.max_side,
+        max_frames=limits.max_frames,
+        max_pixels=limits.max_pixels,
+    )
+    if reason is not None:
+        raise TooLarge(reason)
 
 
 def check_count(images: int, limits: ImageLimits) -> None:

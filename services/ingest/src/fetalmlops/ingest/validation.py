@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from fetalmlops.imaging.limits import over_limits
 from fetalmlops.imaging.quiet import quiet_pydicom
 from fetalmlops.ingest.settings import IngestSettings
 
@@ -99,15 +100,18 @@ def validate(
 
 
 def _check_size(rows: int, columns: int, frames: int, limits: IngestSettings) -> None:
-    # The reasons name the limits, never the header's own values: a header may hold anything.
     if min(rows, columns, frames) < 1:
         raise Invalid(Verdict.CORRUPT, "image has no pixels")
-    if max(rows, columns) > limits.max_side:
-        raise Invalid(Verdict.TOO_LARGE, f"a side exceeds the limit of {limits.max_side} pixels")
-    if frames > limits.max_frames:
-        raise Invalid(Verdict.TOO_LARGE, f"the frames exceed the limit of {limits.max_frames}")
-    if rows * columns * frames > limits.max_pixels:
-        raise Invalid(Verdict.TOO_LARGE, f"the pixels exceed the limit of {limits.max_pixels}")
+    reason = over_limits(
+        rows,
+        columns,
+        frames,
+        max_side=limits.max_side,
+        max_frames=limits.max_frames,
+        max_pixels=limits.max_pixels,
+    )
+    if reason is not None:
+        raise Invalid(Verdict.TOO_LARGE, reason)
 
 
 def validate_dicom(data: bytes, limits: IngestSettings) -> ValidImage:
