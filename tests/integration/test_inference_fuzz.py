@@ -66,10 +66,12 @@ LIMITS = {
 # Above the RSS the server settles at once it has answered one request of each kind:
 # its in-flight budget (16 MiB) times ten, the measured cost of a V2 JSON tensor in Python
 # objects per byte of body; two decodes at once (FETALMLOPS_INFERENCE_MAX_CONCURRENT_DECODES)
-# of the largest picture the limits admit (40 M pixels of RGBA: about 300 MB decoded, made
-# greyscale, padded and resized, measured); and 250 MB for the allocator's arenas. Before the
-# limits, the same abuse phase took it past 2.5 GB above that.
-RSS_ALLOWANCE = 16 * MIB * 10 + 2 * 300 * MIB + 250 * MIB
+# of the largest picture the limits admit (40 M pixels of RGBA: 160 MB decoded and 40 MB of
+# luminance, the colour freed before the luminance is padded and resized); and 250 MB for the
+# allocator's arenas. Measured: about 420 MB. Before the limits, the same abuse phase took it
+# past 2.5 GB above that; before large blocks were handed back on free (common.memory) and
+# colour dropped at decode, 0.8 to 1.05 GB.
+RSS_ALLOWANCE = 16 * MIB * 10 + 2 * 200 * MIB + 250 * MIB
 
 
 @dataclass(frozen=True)

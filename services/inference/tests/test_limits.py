@@ -7,10 +7,11 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from fetalmlops.inference.archive import Archive, open_version
+from fetalmlops.inference.archive import Archive, open_picture, open_version
 from fetalmlops.inference.limits import ImageLimits, check_count, check_size
 from fetalmlops.inference.refusals import TooLarge
 from fetalmlops.trainer.packaging import ModelLayout
@@ -82,3 +83,14 @@ def test_only_png_and_jpeg_pictures_are_opened(archive: Archive, tmp_path: Path)
     buffer = io.BytesIO()
     Image.new("L", (32, 32), 128).save(buffer, "JPEG")
     assert archive.decode(buffer.getvalue()).tensor.ndim == 3
+
+
+def test_a_colour_picture_is_kept_only_as_its_luminance() -> None:
+    rng = np.random.default_rng(7)
+    rgba = Image.fromarray(rng.integers(0, 256, (48, 64, 4), dtype=np.uint8), "RGBA")
+    buffer = io.BytesIO()
+    rgba.save(buffer, "PNG")
+    with open_picture(buffer.getvalue(), LIMITS) as picture:
+        assert picture.mode == "L"
+        assert picture.size == (64, 48)
+        assert picture.tobytes() == rgba.convert("L").tobytes()

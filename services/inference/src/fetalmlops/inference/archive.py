@@ -142,15 +142,21 @@ class Archive:
 
 
 def open_picture(data: bytes, limits: ImageLimits) -> Image.Image:
-    """The PNG or JPEG in ``data``, decoded once its header's size is within ``limits``."""
+    """The PNG or JPEG in ``data``, decoded once its header's size is within ``limits``, in
+    luminance (mode ``L``)."""
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb check warns past 89 M pixels; ours has refused it by then.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            picture = Image.open(io.BytesIO(data), formats=PICTURE_FORMATS)
+            picture: Image.Image = Image.open(io.BytesIO(data), formats=PICTURE_FORMATS)
             columns, rows = picture.size
             check_size(rows, columns, 1, limits)  # from the header, before decoding
             picture.load()
+            if picture.mode != "L":
+                # Every archive's preprocessing starts from luminance (Pillow's BT.601): the
+                # decoded colour picture, four times the size, need not outlive this.
+                with picture:
+                    picture = picture.convert("L")
     except TooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -24,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from fetalmlops.common.bus import Bus, open_bus
+from fetalmlops.common.memory import return_large_blocks
 from fetalmlops.common.service import ReadinessCheck
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
@@ -112,6 +113,7 @@ def run_serving(
 
     Raises ServeRefused before serving when the bearer-token rules forbid it.
     """
+    return_large_blocks()  # decoded pictures are freed back to the system, not kept per thread
     followings = []
     if own.reload_on_promotion:
         topics = settings.topics
