@@ -1,7 +1,9 @@
-"""Small, real model versions for tests that serve them: a tiny CNN archived by the trainer.
+"""Small, real model versions for tests that serve them: a tiny CNN archived by
+`fetalmlops.archive`, the builder the trainer packages with.
 
-The inference service never imports the trainer; tests do, to get exactly the `.mar` and the
-KServe layout the trainer publishes (torch-model-archiver runs, about two seconds a version).
+The inference service never imports that builder; tests do, to get exactly the `.mar` and the
+KServe layout the trainer publishes without training anything (torch-model-archiver runs,
+about two seconds a version).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fetalmlops.archive.packaging import ModelLayout, build_mar, export_torchscript
+from fetalmlops.archive.preprocessing import Preprocessing, decode
 from fetalmlops.common.planes import Plane
 from fetalmlops.common.store import ObjectStore
 from fetalmlops.datasets.phantom.dataset import draw, plan
-from fetalmlops.trainer.packaging import ModelLayout, build_mar, export_torchscript
-from fetalmlops.trainer.preprocessing import Preprocessing, decode
 
 CLASSES = [plane.value for plane in Plane]
 PREP = Preprocessing(size=64)

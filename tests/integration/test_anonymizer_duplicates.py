@@ -32,7 +32,7 @@ import pytest
 import sqlalchemy as sa
 from dicomweb_client import DICOMwebClient
 
-from fetalmlops.anonymizer.pseudonyms import opaque
+from fetalmlops.anonymizer.catalog import image_id as catalog_image_id
 from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.bus.consume import DLQ_ERROR
 from fetalmlops.common.db import Image, ImageCopy, create_engine_for, session_scope
@@ -108,7 +108,7 @@ def stow(run: Run) -> None:
 
 
 def copy_id(raw_sha256: str) -> str:
-    return opaque(SECRET.encode(), "img", raw_sha256)
+    return catalog_image_id(SECRET.encode(), raw_sha256)
 
 
 def catalogued(run: Run, copy_ids: set[str]) -> dict[str, tuple[str, bool]]:

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from sqlalchemy import func, select
 
-from fetalmlops.anonymizer.pseudonyms import opaque
+from fetalmlops.anonymizer.catalog import image_id as catalog_image_id
 from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.bus.consume import DLQ_ERROR
 from fetalmlops.common.db import Image, create_engine_for, session_scope
@@ -42,7 +42,7 @@ class Pipeline:
     owner: Settings
 
     def image_id(self, data: bytes) -> str:
-        return opaque(SECRET.encode(), "img", hashlib.sha256(data).hexdigest())
+        return catalog_image_id(SECRET.encode(), hashlib.sha256(data).hexdigest())
 
     def catalogued(self, ids: set[str]) -> int:
         engine = create_engine_for(self.owner.database_url)

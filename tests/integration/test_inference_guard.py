@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from fetalmlops.trainer.preprocessing import decode
+from fetalmlops.archive.preprocessing import decode
 
 from .model_versions import PREP, Version, build_version, phantom_pngs, same
 from .processes import SERVE, serving

@@ -22,9 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
+from fetalmlops.archive.preprocessing import decode
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
-from fetalmlops.trainer.preprocessing import decode
 
 from .model_versions import CLASSES, PREP, Version, build_version, phantom_pngs
 from .processes import SERVE, ServiceProcess, Serving, free_port, serving, settings_env

@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image as Picture
 
-from fetalmlops.anonymizer.pseudonyms import opaque
+from fetalmlops.anonymizer.catalog import image_id as catalog_image_id
 from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.db import Base, Image, Label, create_engine_for, session_scope
 from fetalmlops.common.settings import Settings, Topics
@@ -117,7 +117,7 @@ def run(
 
 
 def image_id(raw_sha256: str) -> str:
-    return opaque(SECRET.encode(), "img", raw_sha256)
+    return catalog_image_id(SECRET.encode(), raw_sha256)
 
 
 def send(ingest: RunningIngest, studies: list[bytes], seed: int) -> list[str]:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.stack.errors import StackError
 from fetalmlops.stack.process import port_in_use
 from fetalmlops.stack.torchserve import Envelope, TorchServe, running_torchserve
-from fetalmlops.trainer.packaging import ModelLayout
 
 from .model_versions import CLASSES, Version, build_version, phantom_pngs
 

@@ -33,7 +33,8 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from fetalmlops.anonymizer.pseudonyms import opaque
+from fetalmlops.anonymizer.catalog import image_id as catalog_image_id
+from fetalmlops.archive.handler import PlaneClassifier
 from fetalmlops.common.bus import KafkaBus, publish_event
 from fetalmlops.common.db import (
     DatasetSnapshot,
@@ -48,7 +49,6 @@ from fetalmlops.common.settings import Settings, Topics
 from fetalmlops.common.store import MinioStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.stack.torchserve import running_torchserve
-from fetalmlops.trainer.handler import PlaneClassifier
 from fetalmlops.v1 import models_pb2, predictions_pb2, training_pb2
 
 from .collector import otlp_collector
@@ -123,7 +123,8 @@ def run(
     dataset = phantom(work / "phantom", tag)
     studies = sorted((dataset / "dicom").glob("*.dcm"))
     images = {
-        opaque(SECRET.encode(), "img", hashlib.sha256(p.read_bytes()).hexdigest()) for p in studies
+        catalog_image_id(SECRET.encode(), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in studies
     }
 
     update = {"topics": topics}
@@ -242,16 +243,21 @@ def test_the_job_leaves_a_promoted_version_in_the_kserve_layout(
     assert promoted[0].storage_uri == trained.storage_uri
 
 
-def test_the_same_snapshot_and_seed_give_the_same_metrics(run: Run, trained: ModelVersion) -> None:
+def test_a_request_over_kafka_trains_what_the_same_command_trained(
+    run: Run, trained: ModelVersion
+) -> None:
     repeat = f"{run.model}-again"
     request = training_pb2.TrainingRequested(
         request_id=uuid.uuid4().hex,
         model_name=repeat,
         snapshot_id=trained.snapshot_id or "",
         backbone=TRAINING["backbone"],
-        strategy="fine_tune",
+        strategy=training_pb2.TRAINING_STRATEGY_FINE_TUNE,
         reason="test",
-        parameters={k: v for k, v in TRAINING.items() if k != "backbone"},
+        hyperparameters=training_pb2.Hyperparameters(
+            **{k: int(v) for k, v in TRAINING.items() if k != "backbone"}
+        ),
+        held_out_cohorts=[run.cohort("portable")],
     )
     bus = KafkaBus(run.settings.kafka_bootstrap_servers)
     publish_event(bus, run.settings.topics.training_requested, request.request_id, request, "test")
@@ -263,6 +269,8 @@ def test_the_same_snapshot_and_seed_give_the_same_metrics(run: Run, trained: Mod
     assert again.metrics["validation"] == trained.metrics["validation"]
     assert again.metrics["test"] == trained.metrics["test"]
     assert again.metrics["best_epoch"] == trained.metrics["best_epoch"]
+    # Both doors built the same run: the held-out cohort scored as out-of-domain, the same way.
+    assert again.metrics["out_of_domain"] == trained.metrics["out_of_domain"]
 
 
 def test_torchserve_answers_as_the_archive_does_in_process(run: Run, trained: ModelVersion) -> None:

@@ -8,14 +8,21 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
-from fetalmlops.anonymizer.catalog import Catalog, image_id
+from fetalmlops.anonymizer.catalog import Catalog, image_id, legacy_image_id
 from fetalmlops.anonymizer.images import Anonymizer
 from fetalmlops.anonymizer.pseudonyms import patient_pseudonym
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.common.bus import EmbeddedBus, Record, Rejected, publish_event
-from fetalmlops.common.db import Image, Label, create_engine_for, session_scope, upgrade
+from fetalmlops.common.db import (
+    Image,
+    ImageCopy,
+    Label,
+    create_engine_for,
+    session_scope,
+    upgrade,
+)
 from fetalmlops.common.planes import BrainPlane, Plane
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import LocalStore
@@ -154,3 +161,32 @@ def test_a_label_that_cannot_be_catalogued_is_rejected(
         Catalog(anonymizer.own, anonymizer.engine).handle(label_record(anonymizer, event))
     with session_scope(anonymizer.engine) as session:
         assert session.scalars(select(Label)).all() == []
+
+
+def test_an_image_catalogued_under_a_48_bit_id_still_resolves(anonymizer: Anonymizer) -> None:
+    data = sample_picture(12)
+    sha = hashlib.sha256(data).hexdigest()
+    anonymizer.handle(picture_received(anonymizer, data))
+    wide, legacy = image_id(SECRET.encode(), sha), legacy_image_id(SECRET.encode(), sha)
+    assert len(wide) == len("img-") + 32 and wide.startswith(legacy)
+    with session_scope(anonymizer.engine) as session:  # as a catalog from before the widening
+        session.execute(delete(ImageCopy))
+        session.execute(update(Image).values(id=legacy))
+        session.add(ImageCopy(copy_id=legacy, image_id=legacy))
+
+    label = labels_pb2.LabelAttached(
+        raw_sha256=sha, plane=labels_pb2.PLANE_FETAL_FEMUR, annotator="a1"
+    )
+    Catalog(anonymizer.own, anonymizer.engine).handle(label_record(anonymizer, label))
+    anonymizer.handle(picture_received(anonymizer, data))  # a replay of its delivery
+
+    with session_scope(anonymizer.engine) as session:
+        (image,) = session.scalars(select(Image)).all()
+        assert image.id == legacy
+        assert [x.plane for x in image.labels] == [Plane.FETAL_FEMUR]
+        # Both found the legacy copy: no copy was recorded under the wide id.
+        assert session.scalars(select(ImageCopy.copy_id)).all() == [legacy]
+        assert session.scalars(select(Label.image_id)).all() == [legacy]
+    subscription = anonymizer.bus.subscribe([anonymizer.settings.topics.images_anonymized], "t")
+    announced = [images_pb2.ImageAnonymized.FromString(r.value) for r in subscription.poll(0.1)]
+    assert [e.image_id for e in announced] == [wide]  # the replay found it, announced already

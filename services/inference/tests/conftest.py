@@ -1,15 +1,12 @@
-"""A real model version for the inference tests: a tiny CNN archived by the trainer's own code.
+"""A real model version for the inference tests: a tiny CNN archived by `fetalmlops.archive`.
 
-The service never imports the trainer; its tests may, to get exactly the `.mar` the trainer
-publishes (torch-model-archiver runs, about two seconds).
+The service imports neither the trainer nor that builder; its tests use the builder the trainer
+packages with, to get exactly the `.mar` the trainer publishes without training anything
+(torch-model-archiver runs, about two seconds).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import sys
-import zipfile
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -17,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
+from fetalmlops.archive.packaging import ModelLayout, build_mar, export_torchscript
+from fetalmlops.archive.preprocessing import Preprocessing, decode
+from fetalmlops.archive.worker import worker_handler
 from fetalmlops.common.planes import Plane
-from fetalmlops.datasets.phantom.dataset import draw, plan
-from fetalmlops.trainer.packaging import ModelLayout, build_mar, export_torchscript
-from fetalmlops.trainer.preprocessing import Preprocessing, decode
+from fetalmlops.datasets.phantom.samples import plane_pictures
 
 CLASSES = [plane.value for plane in Plane]
 NAME, VERSION, SIZE = "fetal-planes", 4, 64
@@ -59,12 +56,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory, pngs: list[bytes]) -> Model
 @pytest.fixture(scope="session")
 def pngs() -> list[bytes]:
     """Phantom ultrasound frames of different planes and sizes, PNG-encoded."""
-    images = []
-    for spec in plan(2, seed=11)[:4]:
-        buffer = io.BytesIO()
-        Image.fromarray(draw(spec, 11, difficulty=0.5, banner=False).pixels).save(buffer, "PNG")
-        images.append(buffer.getvalue())
-    return images
+    return plane_pictures(4)
 
 
 @dataclass(frozen=True)
@@ -78,17 +70,5 @@ def torchserve(layout: ModelLayout, tmp_path_factory: pytest.TempPathFactory) ->
     """The archive's handler imported as a TorchServe worker does: top-level, its folder on
     sys.path. Independent of the service's own unpacking: what the service must answer."""
     model_dir = tmp_path_factory.mktemp("torchserve-worker")
-    with zipfile.ZipFile(layout.mar) as archive:
-        archive.extractall(model_dir)
-    sys.path.insert(0, str(model_dir))
-    try:
-        spec = importlib.util.spec_from_file_location("handler", model_dir / "handler.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        # At once, not at the session's end: other test files import their own top-level
-        # `preprocessing` the same way.
-        sys.path.remove(str(model_dir))
-        sys.modules.pop("preprocessing", None)
+    module = worker_handler(layout.mar, model_dir)
     return TorchServeWorker(module, module.PlaneClassifier.load(model_dir, torch.device("cpu")))

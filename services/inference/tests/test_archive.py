@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.common.model_version import ARCHIVE_FORMAT, FORMAT_FILE
 from fetalmlops.common.store import LocalStore
 from fetalmlops.inference.archive import ArchiveError, open_version, unpack
-from fetalmlops.trainer.packaging import ModelLayout
 
 from .conftest import CLASSES, NAME, SIZE, VERSION
 
@@ -49,12 +49,12 @@ def test_a_kserve_layout_directory_opens_with_its_manifest_and_own_code(
     assert (archive.model_name, archive.model_version) == (NAME, str(VERSION))
     assert archive.classes == tuple(CLASSES)
     assert archive.input_shape == (3, SIZE, SIZE)
-    # The archive's own files, unpacked under the cache, never the trainer's package.
+    # The archive's own files, unpacked under the cache, never the installed fetalmlops.archive.
     assert archive.directory.is_relative_to(tmp_path / "cache")
     for module in (archive.handler, archive.preprocessing):
         assert Path(module.__file__ or "").parent == archive.directory
         assert module.__name__.startswith("fetalmlops_archive_")
-    assert "fetalmlops.trainer" not in archive.handler.__name__
+    assert "fetalmlops.archive" not in archive.handler.__name__
     assert sys.path == path_before
     encoded = base64.b64encode(pngs[0]).decode()
     assert archive.decode({"b64": encoded}).tensor.shape == (3, SIZE, SIZE)

@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.inference.client import InferenceError, PlaneClient, Prediction, main
-from fetalmlops.trainer.packaging import ModelLayout
 
 from .conftest import NAME, SIZE, VERSION, TorchServeWorker
 

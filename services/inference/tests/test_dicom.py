@@ -26,6 +26,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from fetalmlops.anonymizer.images import DICOM, Anonymizer
 from fetalmlops.anonymizer.settings import AnonymizerSettings
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.common.bus import EmbeddedBus
 from fetalmlops.common.db import create_engine_for
 from fetalmlops.common.settings import Settings
@@ -37,7 +38,6 @@ from fetalmlops.imaging.canonical import CANONICAL_SIZE, canonical, union
 from fetalmlops.imaging.regions import us_regions
 from fetalmlops.inference.archive import open_version
 from fetalmlops.inference.dicom import is_dicom, request_picture
-from fetalmlops.trainer.packaging import ModelLayout
 
 PYDICOM_DATA = Path(data_store.__file__).parent / "data"
 DEID_US = Path(deid_data.__file__).parent / "data" / "ultrasounds"

@@ -26,6 +26,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch import nn
 
+from fetalmlops.archive.packaging import ModelLayout, build_mar
+from fetalmlops.archive.preprocessing import Preprocessing
 from fetalmlops.inference.archive import Archive, open_version
 from fetalmlops.inference.explain import (
     FIRST_SAMPLES,
@@ -36,8 +38,6 @@ from fetalmlops.inference.explain import (
 )
 from fetalmlops.inference.heatmap import heatmap_png
 from fetalmlops.inference.predictor import Options, PlanePredictor
-from fetalmlops.trainer.packaging import ModelLayout, build_mar
-from fetalmlops.trainer.preprocessing import Preprocessing
 
 from .conftest import CLASSES, NAME, SIZE, VERSION
 
@@ -337,7 +337,7 @@ def test_explain_grad_cam_through_kserves_pipeline(
 
 @pytest.fixture(scope="module")
 def archive(layout: ModelLayout, tmp_path_factory: pytest.TempPathFactory) -> Archive:
-    """The conftest's version, exported and packaged by the trainer's own code."""
+    """The conftest's version, exported and packaged by `fetalmlops.archive`, as the trainer's."""
     return open_version(layout.root, tmp_path_factory.mktemp("cache"))
 
 

@@ -8,13 +8,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
 from fetalmlops.inference.archive import ArchiveError
 from fetalmlops.inference.main import Serving, build
 from fetalmlops.inference.server import health_routes
 from fetalmlops.inference.settings import InferenceSettings
-from fetalmlops.trainer.packaging import ModelLayout
 
 from .conftest import NAME
 

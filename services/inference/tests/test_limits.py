@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.inference.archive import Archive, open_picture, open_version
 from fetalmlops.inference.limits import ImageLimits, check_count, check_size
 from fetalmlops.inference.refusals import TooLarge
-from fetalmlops.trainer.packaging import ModelLayout
 
 LIMITS = ImageLimits()
 

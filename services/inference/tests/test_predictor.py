@@ -21,9 +21,9 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 from kserve.protocol.rest.v2_datamodels import InferenceRequest, ModelMetadataResponse
 
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.inference.archive import open_version
 from fetalmlops.inference.predictor import PlanePredictor
-from fetalmlops.trainer.packaging import ModelLayout
 
 from .conftest import CLASSES, NAME, SIZE, VERSION, TorchServeWorker
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.common.bus import Rejected
 from fetalmlops.common.bus.base import Record
 from fetalmlops.common.events import SCHEMA_HEADER, schema_name
 from fetalmlops.inference.archive import Archive, ArchiveError, open_version
 from fetalmlops.inference.predictor import PlanePredictor
 from fetalmlops.inference.reload import Follower, follows
-from fetalmlops.trainer.packaging import ModelLayout
 from fetalmlops.v1 import models_pb2, training_pb2
 
 from .conftest import NAME, VERSION

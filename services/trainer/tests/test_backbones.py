@@ -10,6 +10,7 @@ from torch import nn
 from torchvision import models
 from torchvision.ops import FrozenBatchNorm2d
 
+from fetalmlops.archive.servable import Servable
 from fetalmlops.common.planes import Plane
 from fetalmlops.trainer.backbones import (
     BACKBONES,
@@ -18,7 +19,6 @@ from fetalmlops.trainer.backbones import (
     build,
     trainable_parameters,
 )
-from fetalmlops.trainer.servable import Servable
 
 CLASSES = len(Plane)
 

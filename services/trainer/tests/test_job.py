@@ -18,6 +18,10 @@ import typer
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from fetalmlops.archive.handler import PlaneClassifier
+from fetalmlops.archive.packaging import read_mar
+from fetalmlops.archive.preprocessing import decode
+from fetalmlops.archive.servable import background_indices
 from fetalmlops.common.bus import EmbeddedBus, read_event
 from fetalmlops.common.db import ModelStage, ModelVersion, create_engine_for, session_scope, upgrade
 from fetalmlops.common.model_version import ARCHIVE_FORMAT, FORMAT_FILE
@@ -26,13 +30,9 @@ from fetalmlops.common.store import LocalStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.trainer import local
 from fetalmlops.trainer.cli import local_snapshot, train_command
-from fetalmlops.trainer.handler import PlaneClassifier
 from fetalmlops.trainer.job import BACKGROUND_SIZE, Request, fit_and_package
-from fetalmlops.trainer.packaging import read_mar
 from fetalmlops.trainer.platform import Platform, run_on_platform
-from fetalmlops.trainer.preprocessing import decode
 from fetalmlops.trainer.registry import Gate
-from fetalmlops.trainer.servable import background_indices
 from fetalmlops.trainer.snapshots import CLASSES, Entry, Filters, Manifest, SplitSpec, snapshot
 from fetalmlops.trainer.training import TrainConfig
 from fetalmlops.v1 import models_pb2

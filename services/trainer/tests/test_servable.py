@@ -16,17 +16,17 @@ import torch
 from torch import nn
 from torchvision import models
 
-from fetalmlops.common.planes import Plane
-from fetalmlops.trainer import reference
-from fetalmlops.trainer.backbones import BACKBONES, Strategy, build
-from fetalmlops.trainer.packaging import export_torchscript
-from fetalmlops.trainer.servable import (
+from fetalmlops.archive.packaging import export_torchscript
+from fetalmlops.archive.servable import (
     Calibrated,
     Servable,
     background_indices,
     patch_grid,
     with_patch_grid,
 )
+from fetalmlops.common.planes import Plane
+from fetalmlops.trainer import reference
+from fetalmlops.trainer.backbones import BACKBONES, Strategy, build
 
 CLASSES = len(Plane)
 # Small inputs keep each export to a second or two; the paths are those of the real backbones.

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from fetalmlops.archive.preprocessing import Preprocessing, decode
 from fetalmlops.common.planes import Plane
 from fetalmlops.datasets.phantom.dataset import ImageSpec, plan, sector_png
 from fetalmlops.trainer.backbones import Strategy, build
@@ -31,14 +32,8 @@ from fetalmlops.trainer.data import (
     class_weights,
     labels_of,
 )
-from fetalmlops.trainer.preprocessing import Preprocessing, decode
-from fetalmlops.trainer.training import (
-    CheckpointMismatch,
-    TrainConfig,
-    TrainResult,
-    train,
-    warmup_cosine,
-)
+from fetalmlops.trainer.optimisation import warmup_cosine
+from fetalmlops.trainer.training import CheckpointMismatch, TrainConfig, TrainResult, train
 
 SEED, PATIENTS, SIDE = 3, 60, 96
 CLASSES = [p.value for p in Plane]

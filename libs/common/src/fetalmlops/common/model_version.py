@@ -13,9 +13,9 @@ copied it into a predictor pod::
 
 The archive is a TorchServe `.mar` (a zip) whose members are named below. Its handler is code
 that runs inside TorchServe too, where this library is not installed, so the handler keeps its
-own copy of the names it reads; a trainer test holds the two in step. Every archive names its
-format in ``FORMAT_FILE``; a reader refuses a format newer than ``ARCHIVE_FORMAT`` with the
-reason, rather than failing somewhere inside the handler.
+own copy of the names it reads; a test of `fetalmlops.archive` holds the two in step. Every
+archive names its format in ``FORMAT_FILE``; a reader refuses a format newer than
+``ARCHIVE_FORMAT`` with the reason, rather than failing somewhere inside the handler.
 """
 
 from __future__ import annotations

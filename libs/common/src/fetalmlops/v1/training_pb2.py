@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from fetalmlops.v1 import common_pb2 as fetalmlops_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65talmlops/v1/training.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\xa5\x02\n\x11TrainingRequested\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x04 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x05 \x01(\t\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x44\n\nparameters\x18\x08 \x03(\x0b\x32\x30.fetalmlops.v1.TrainingRequested.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65talmlops/v1/training.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\x9b\x02\n\x0fHyperparameters\x12\x13\n\x06\x65pochs\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0cweight_decay\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08patience\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x05\x88\x01\x01\x12\x17\n\ninput_size\x18\x07 \x01(\x05H\x06\x88\x01\x01\x42\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x10\n\x0e_learning_rateB\x0f\n\r_weight_decayB\x0b\n\t_patienceB\x07\n\x05_seedB\r\n\x0b_input_size\"\xd7\x02\n\x11TrainingRequested\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x04 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x31\n\x08strategy\x18\t \x01(\x0e\x32\x1f.fetalmlops.v1.TrainingStrategy\x12\x37\n\x0fhyperparameters\x18\n \x01(\x0b\x32\x1e.fetalmlops.v1.Hyperparameters\x12\x0f\n\x07\x63ohorts\x18\x0b \x03(\t\x12\x18\n\x10held_out_cohorts\x18\x0c \x03(\t\x12\x0c\n\x04\x66old\x18\r \x01(\rJ\x04\x08\x06\x10\x07J\x04\x08\x08\x10\tR\nparameters*z\n\x10TrainingStrategy\x12!\n\x1dTRAINING_STRATEGY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTRAINING_STRATEGY_FINE_TUNE\x10\x01\x12\"\n\x1eTRAINING_STRATEGY_LINEAR_PROBE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fetalmlops.v1.training_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAININGREQUESTED_PARAMETERSENTRY']._loaded_options = None
-  _globals['_TRAININGREQUESTED_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_TRAININGREQUESTED']._serialized_start=76
-  _globals['_TRAININGREQUESTED']._serialized_end=369
-  _globals['_TRAININGREQUESTED_PARAMETERSENTRY']._serialized_start=320
-  _globals['_TRAININGREQUESTED_PARAMETERSENTRY']._serialized_end=369
+  _globals['_TRAININGSTRATEGY']._serialized_start=707
+  _globals['_TRAININGSTRATEGY']._serialized_end=829
+  _globals['_HYPERPARAMETERS']._serialized_start=76
+  _globals['_HYPERPARAMETERS']._serialized_end=359
+  _globals['_TRAININGREQUESTED']._serialized_start=362
+  _globals['_TRAININGREQUESTED']._serialized_end=705
 # @@protoc_insertion_point(module_scope)

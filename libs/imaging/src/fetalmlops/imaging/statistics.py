@@ -39,7 +39,7 @@ def per_image_statistics(pixels: NDArray[Any]) -> dict[str, NDArray[np.float64]]
     """Per image of ``pixels`` (n, h, w): ``mean_intensity``, ``contrast``, ``dark_fraction``.
 
     Pixels are greyscale, uint8 (divided by 255) or float in [0, 1]: the square greyscale
-    picture of `fetalmlops.trainer.preprocessing.square_greyscale`, before the model's
+    picture of `fetalmlops.archive.preprocessing.square_greyscale`, before the model's
     normalisation, which is what the inference service has decoded too. ``mean_intensity`` is
     the mean level, ``contrast`` the (population) standard deviation of the levels, and
     ``dark_fraction`` the share of pixels strictly below `DARK_LEVEL`.

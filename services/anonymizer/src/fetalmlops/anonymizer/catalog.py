@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from fetalmlops.anonymizer import pseudonyms
 from fetalmlops.anonymizer.settings import AnonymizerSettings
@@ -29,8 +30,25 @@ log = logging.getLogger(__name__)
 
 
 def image_id(secret: bytes, raw_sha256: str) -> str:
-    """The catalog id of the image whose raw bytes hash to ``raw_sha256``."""
-    return pseudonyms.opaque(secret, "img", raw_sha256)
+    """The catalog id of the image whose raw bytes hash to ``raw_sha256``: 128 bits of a keyed
+    HMAC, so two images' ids collide with odds near 2^-64 even at billions of images."""
+    return f"img-{pseudonyms.digest(secret, 'img', raw_sha256).hex()[:32]}"
+
+
+def legacy_image_id(secret: bytes, raw_sha256: str) -> str:
+    """The id catalogued before ids were widened: the first 48 bits of the same HMAC
+    (collisions likely past ~16 million images)."""
+    return image_id(secret, raw_sha256)[: len("img-") + 12]
+
+
+def known_copy(session: Session, secret: bytes, raw_sha256: str) -> ImageCopy | None:
+    """The catalogued copy these raw bytes are, under its id or the legacy one: images and
+    labels catalogued before the widening keep resolving."""
+    for copy_id in (image_id(secret, raw_sha256), legacy_image_id(secret, raw_sha256)):
+        copy = session.get(ImageCopy, copy_id)
+        if copy is not None:
+            return copy
+    return None
 
 
 def reading(event: labels_pb2.LabelAttached, secret: bytes) -> Label:
@@ -38,12 +56,11 @@ def reading(event: labels_pb2.LabelAttached, secret: bytes) -> Label:
     reference = event.WhichOneof("image")
     if reference is None:
         raise Rejected("the label names no image")
-    target = event.image_id if reference == "image_id" else image_id(secret, event.raw_sha256)
     plane = plane_from_proto(event.plane)
     if plane is None:
         raise Rejected("the label names no plane this build knows")
     return Label(
-        image_id=target,
+        image_id=event.image_id if reference == "image_id" else image_id(secret, event.raw_sha256),
         plane=plane,
         brain_plane=brain_plane_from_proto(event.brain_plane),
         annotator=event.annotator or "unknown",
@@ -65,7 +82,10 @@ class Catalog:
             raise Rejected(f"expected LabelAttached, got {type(event).__name__}")
         label = reading(event, self.secret)
         with session_scope(self.engine) as session:
-            copy = session.get(ImageCopy, label.image_id)
+            if event.WhichOneof("image") == "raw_sha256":
+                copy = known_copy(session, self.secret, event.raw_sha256)
+            else:
+                copy = session.get(ImageCopy, label.image_id)
             if copy is not None:
                 label.image_id = copy.image_id
             same = select(Label).where(

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
-from fetalmlops.anonymizer import pseudonyms
+from fetalmlops.anonymizer.catalog import image_id
 from fetalmlops.anonymizer.pipeline import anonymize_dicom, anonymize_picture
 from fetalmlops.anonymizer.profile.policy import Policy
 from fetalmlops.anonymizer.settings import AnonymizerSettings
@@ -35,7 +35,7 @@ def anonymize_file(data: bytes, policy: Policy, deidentified_at_source: bool) ->
         return f"{result.sop_instance_uid}.dcm", result.data
     picture = anonymize_picture(data, policy, deidentified_at_source)
     sha256 = hashlib.sha256(data).hexdigest()
-    return f"{pseudonyms.opaque(policy.secret, 'img', sha256)}.png", picture.png
+    return f"{image_id(policy.secret, sha256)}.png", picture.png
 
 
 @dataclass

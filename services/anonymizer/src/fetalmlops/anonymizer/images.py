@@ -88,9 +88,10 @@ class Anonymizer:
         event = read_event(record)
         if not isinstance(event, images_pb2.ImageReceived):
             raise Rejected(f"expected ImageReceived, got {type(event).__name__}")
-        copy_id = catalog.image_id(self.policy.secret, event.sha256)
+        secret = self.policy.secret
+        copy_id = catalog.image_id(secret, event.sha256)
         with session_scope(self.engine) as session:
-            known = session.get(ImageCopy, copy_id)
+            known = catalog.known_copy(session, secret, event.sha256)
             image_id = known.image_id if known is not None else None
         if image_id is None:
             image_id = self.catalogue(copy_id, self.deidentify_event(event), event.cohort)

@@ -7,31 +7,20 @@ import logging
 from fetalmlops.anonymizer.catalog import Catalog
 from fetalmlops.anonymizer.images import Anonymizer
 from fetalmlops.anonymizer.settings import AnonymizerSettings
-from fetalmlops.common.bus import Consumer, open_bus, retry_policy
-from fetalmlops.common.db.session import create_engine_for
-from fetalmlops.common.service import (
-    ReadinessCheck,
-    Service,
-    buckets_ready,
-    create_app,
-    database_ready,
-    run,
-)
+from fetalmlops.common.bus import Consumer, retry_policy
+from fetalmlops.common.clients import connect
+from fetalmlops.common.service import ReadinessCheck, Service, create_app, run
 from fetalmlops.common.settings import Settings
-from fetalmlops.common.store import open_store
 
 SERVICE_NAME = "anonymizer"
 
 
 def build(settings: Settings, own: AnonymizerSettings | None = None) -> Service:
     own = own or AnonymizerSettings()
-    store = open_store(settings)
-    engine = create_engine_for(settings.database_url)
-    bus = open_bus(settings)
-    anonymizer = Anonymizer(settings, own, store, bus, engine)
+    clients = connect(settings)
+    anonymizer = Anonymizer(settings, own, clients.store, clients.bus, clients.engine)
     readiness = {
-        "object-store": buckets_ready(store, [settings.buckets.raw, settings.buckets.anonymized]),
-        "database": database_ready(engine),
+        **clients.readiness([settings.buckets.raw, settings.buckets.anonymized]),
         "secret": secret_ready(own),
     }
     app = create_app("FetalMLOps anonymizer", readiness)
@@ -45,11 +34,11 @@ def build(settings: Settings, own: AnonymizerSettings | None = None) -> Service:
     labels = Consumer(
         [settings.topics.labels],
         "catalog",
-        Catalog(own, engine).handle,
+        Catalog(own, clients.engine).handle,
         deadletter_topic=settings.topics.deadletter,
         retry=retry_policy(settings),
     )
-    return Service(settings, app, bus=bus, consumers=[consumer, labels])
+    return Service(settings, app, bus=clients.bus, consumers=[consumer, labels])
 
 
 def secret_ready(own: AnonymizerSettings) -> ReadinessCheck:

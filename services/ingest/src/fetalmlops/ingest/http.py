@@ -19,6 +19,7 @@ from fastapi import (
     Request,
     Response,
     UploadFile,
+    params,
     status,
 )
 from fastapi.responses import JSONResponse
@@ -67,8 +68,16 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def add_routes(app: FastAPI, intake: Intake) -> None:
-    limits = intake.limits
-    can_write_images = Depends(require(IMAGES_WRITE, limits))
+    """The error handlers, then every route in the order the OpenAPI document lists them."""
+    can_write_images = Depends(require(IMAGES_WRITE, intake.limits))
+    add_error_handlers(app)
+    add_upload_route(app, intake, can_write_images)
+    add_label_route(app, intake)
+    add_stow_routes(app, intake, can_write_images)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """The one place a verdict, or a bus that is down, becomes an HTTP answer."""
 
     @app.exception_handler(Invalid)
     async def refused(request: Request, exc: Invalid) -> JSONResponse:
@@ -79,6 +88,11 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
     @app.exception_handler(BusUnavailable)
     async def bus_unavailable(request: Request, exc: BusUnavailable) -> JSONResponse:
         return JSONResponse({"detail": BUS_UNAVAILABLE_DETAIL}, BUS_UNAVAILABLE_HTTP, RETRY_AFTER)
+
+
+def add_upload_route(app: FastAPI, intake: Intake, can_write_images: params.Depends) -> None:
+    """`POST /v1/images`: one image per multipart request, from a person or an importer."""
+    limits = intake.limits
 
     @app.post(
         "/v1/images",
@@ -117,11 +131,15 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
         }
         return JSONResponse(body, code)
 
+
+def add_label_route(app: FastAPI, intake: Intake) -> None:
+    """`POST /v1/labels`: a label is an event for the trainer, not something ingest stores."""
+
     @app.post(
         "/v1/labels",
         tags=["labels"],
         status_code=status.HTTP_202_ACCEPTED,
-        dependencies=[Depends(require(LABELS_WRITE, limits))],
+        dependencies=[Depends(require(LABELS_WRITE, intake.limits))],
     )
     def attach_label(request: LabelRequest) -> dict[str, str]:
         """Attach a plane (and brain sub-plane) to an image; published on fetal.labels."""
@@ -131,75 +149,93 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         return {"event_id": event_id, "status": "accepted"}
 
-    stow_responses: dict[int | str, dict[str, Any]] = {
-        200: {"description": "Every instance stored"},
-        202: {"description": "Some instances stored, the others in FailedSOPSequence"},
-        401: {"description": "No bearer token, or an unknown one"},
-        403: {"description": "The token lacks the images:write scope"},
-        406: {"description": "The client accepts neither application/dicom+json nor +xml"},
-        409: {"description": "No instance stored; each has a FailureReason"},
-        413: {"description": "The body is over the limit"},
-        415: {"description": 'Not multipart/related; type="application/dicom"'},
-        503: {"description": "The message bus is unavailable: send it again (Retry-After)"},
-    }
+
+STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Every instance stored"},
+    202: {"description": "Some instances stored, the others in FailedSOPSequence"},
+    401: {"description": "No bearer token, or an unknown one"},
+    403: {"description": "The token lacks the images:write scope"},
+    406: {"description": "The client accepts neither application/dicom+json nor +xml"},
+    409: {"description": "No instance stored; each has a FailureReason"},
+    413: {"description": "The body is over the limit"},
+    415: {"description": 'Not multipart/related; type="application/dicom"'},
+    503: {"description": "The message bus is unavailable: send it again (Retry-After)"},
+}
+
+
+def add_stow_routes(app: FastAPI, intake: Intake, can_write_images: params.Depends) -> None:
+    """DICOMweb STOW-RS (PS3.18 §10.5), to any study or to the one the path names."""
 
     @app.post(
         "/dicomweb/studies",
         tags=["dicomweb"],
         dependencies=[can_write_images],
-        responses=stow_responses,
+        responses=STOW_RESPONSES,
     )
     async def store_instances(request: Request) -> Response:
         """STOW-RS: `multipart/related; type="application/dicom"`, one instance per part."""
-        return await store(request, None)
+        return await store(intake, request, None)
 
     @app.post(
         "/dicomweb/studies/{study}",
         tags=["dicomweb"],
         dependencies=[can_write_images],
-        responses={**stow_responses, 400: {"description": "The path holds no valid UID"}},
+        responses={**STOW_RESPONSES, 400: {"description": "The path holds no valid UID"}},
     )
     async def store_study_instances(request: Request, study: str) -> Response:
         """STOW-RS to one study: an instance of any other study fails (FailureReason A901)."""
         if not stow.is_uid(study):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "the path holds no valid Study UID")
-        return await store(request, study)
+        return await store(intake, request, study)
 
-    async def store(request: Request, study: str | None) -> Response:
+
+async def store(intake: Intake, request: Request, study: str | None) -> Response:
+    """One STOW-RS request: refused whole only when the request itself is wrong."""
+    try:
+        media_type = stow.response_type(request.headers.get("accept", ""))
+    except stow.NotAcceptable as exc:
+        raise HTTPException(status.HTTP_406_NOT_ACCEPTABLE, str(exc)) from None
+    body = await read_limited(request, intake.limits.max_bytes * STOW_BODY_FACTOR)
+    try:
+        instances = stow.parts(request.headers.get("content-type", ""), body)
+    except stow.StowRequestError as exc:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from None
+    stored, failures, bus_unavailable = await store_each(intake, instances, study)
+    code, payload = stow.response(stored, failures, bus_unavailable)
+    headers = RETRY_AFTER if bus_unavailable else None
+    return Response(stow.encode(payload, media_type), code, headers, media_type=media_type)
+
+
+async def store_each(
+    intake: Intake, instances: list[stow.Part], study: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """Each instance stored or failed on its own, as STOW-RS answers per instance.
+
+    Returns the referenced and the failed SOP items, and whether the bus was found down.
+    """
+    stored: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    bus_unavailable = False
+    for part in instances:
+        if bus_unavailable:
+            # The rest would wait for the bus in turn; the client sends them again anyway.
+            failures.append(stow.failed(part, PROCESSING_FAILURE))
+            continue
         try:
-            media_type = stow.response_type(request.headers.get("accept", ""))
-        except stow.NotAcceptable as exc:
-            raise HTTPException(status.HTTP_406_NOT_ACCEPTABLE, str(exc)) from None
-        body = await read_limited(request, limits.max_bytes * STOW_BODY_FACTOR)
+            stow.admissible(part, study)
+        except Invalid as exc:
+            REFUSED.labels(IngestChannel.STOW_RS.value, exc.verdict.value).inc()
+            failures.append(stow.failed(part, DICOM_STATUS[exc.verdict]))
+            continue
         try:
-            instances = stow.parts(request.headers.get("content-type", ""), body)
-        except stow.StowRequestError as exc:
-            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from None
-        stored: list[dict[str, Any]] = []
-        failures: list[dict[str, Any]] = []
-        bus_unavailable = False
-        for part in instances:
-            if bus_unavailable:
-                # The rest would wait for the bus in turn; the client sends them again anyway.
-                failures.append(stow.failed(part, PROCESSING_FAILURE))
-                continue
-            try:
-                stow.admissible(part, study)
-            except Invalid as exc:
-                REFUSED.labels(IngestChannel.STOW_RS.value, exc.verdict.value).inc()
-                failures.append(stow.failed(part, DICOM_STATUS[exc.verdict]))
-                continue
-            try:
-                await run_in_threadpool(intake.receive, part.data, IngestChannel.STOW_RS)
-                stored.append(stow.referenced(part))
-            except Invalid as exc:
-                failures.append(stow.failed(part, DICOM_STATUS[exc.verdict]))
-            except BusUnavailable:
-                bus_unavailable = True
-                failures.append(stow.failed(part, PROCESSING_FAILURE))
-            except Exception:
-                log.exception("STOW-RS instance could not be stored")
-                failures.append(stow.failed(part, PROCESSING_FAILURE))
-        code, payload = stow.response(stored, failures, bus_unavailable)
-        headers = RETRY_AFTER if bus_unavailable else None
-        return Response(stow.encode(payload, media_type), code, headers, media_type=media_type)
+            await run_in_threadpool(intake.receive, part.data, IngestChannel.STOW_RS)
+            stored.append(stow.referenced(part))
+        except Invalid as exc:
+            failures.append(stow.failed(part, DICOM_STATUS[exc.verdict]))
+        except BusUnavailable:
+            bus_unavailable = True
+            failures.append(stow.failed(part, PROCESSING_FAILURE))
+        except Exception:
+            log.exception("STOW-RS instance could not be stored")
+            failures.append(stow.failed(part, PROCESSING_FAILURE))
+    return stored, failures, bus_unavailable

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from fetalmlops.common.bus import Consumer, open_bus, retry_policy
-from fetalmlops.common.db.session import create_engine_for
-from fetalmlops.common.service import (
-    Server,
-    Service,
-    buckets_ready,
-    create_app,
-    database_ready,
-    run,
-)
+from fetalmlops.common.bus import Consumer, retry_policy
+from fetalmlops.common.clients import connect
+from fetalmlops.common.service import Server, Service, create_app, run
 from fetalmlops.common.settings import Settings
-from fetalmlops.common.store import open_store
 from fetalmlops.ingest import studies
 from fetalmlops.ingest.http import add_routes
 from fetalmlops.ingest.intake import Intake
@@ -27,15 +19,9 @@ SERVICE_NAME = "ingest"
 
 def build(settings: Settings, limits: IngestSettings | None = None) -> Service:
     limits = limits or IngestSettings()
-    store = open_store(settings)
-    engine = create_engine_for(settings.database_url)
-    bus = open_bus(settings)
-    intake = Intake(settings, limits, store, bus, engine)
-    readiness = {
-        "object-store": buckets_ready(store, [settings.buckets.raw]),
-        "database": database_ready(engine),
-    }
-    app = create_app("FetalMLOps ingest", readiness)
+    clients = connect(settings)
+    intake = Intake(settings, limits, clients.store, clients.bus, clients.engine)
+    app = create_app("FetalMLOps ingest", clients.readiness([settings.buckets.raw]))
     add_routes(app, intake)
     consumer = Consumer(
         [settings.topics.studies_incoming],
@@ -47,7 +33,7 @@ def build(settings: Settings, limits: IngestSettings | None = None) -> Service:
     servers: list[Server] = (
         [StoreSCP(intake, settings.http_host, limits.scp_port)] if limits.scp_port else []
     )
-    return Service(settings, app, bus=bus, consumers=[consumer], servers=servers)
+    return Service(settings, app, bus=clients.bus, consumers=[consumer], servers=servers)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Snapshots in and out of the platform: read the catalog, freeze a manifest, read it back.
 
-The catalog's labelled images become snapshot entries (several annotators: the majority
-reading; a label may name any raw copy of an image, and an annotator who labelled two copies
-of one image counts once, by the reading written last); the manifest goes to
+The catalog's labelled images, read through the anonymizer's read interface
+(`fetalmlops.common.db.catalog`), become snapshot entries (several annotators: the majority
+reading); the manifest goes to
 `fetal-datasets/snapshots/<id>.json`, written once (same id, same bytes), and a
 `dataset_snapshots` row names it with its content hash.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
-from fetalmlops.common.db import DatasetSnapshot, Image, ImageCopy, Label, session_scope
+from fetalmlops.common.db import DatasetSnapshot, session_scope
+from fetalmlops.common.db.catalog import labelled_images
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectNotFound, ObjectStore
 from fetalmlops.trainer.snapshots import (
@@ -33,36 +34,19 @@ class UnknownSnapshot(LookupError):
 
 
 def labelled_entries(engine: Engine, settings: Settings) -> list[Entry]:
-    """Every catalogued image with at least one label and a canonical picture."""
-    # The image a label names: through the copy its raw sha256 became (a label may arrive
-    # before its copy, and a second copy of an instance is no image of its own).
-    image_id = func.coalesce(ImageCopy.image_id, Label.image_id)
-    labels = (
-        select(image_id, Label.annotator, Label.plane)
-        .outerjoin(ImageCopy, ImageCopy.copy_id == Label.image_id)
-        .order_by(Label.id)
-    )
-    with session_scope(engine) as session:
-        latest: dict[tuple[str, str], str] = {}
-        for image, annotator, plane in session.execute(labels):
-            latest[(image, annotator)] = plane.value
-        readings: dict[str, list[str]] = {}
-        for (image, _), reading in latest.items():
-            readings.setdefault(image, []).append(reading)
-        images = session.scalars(select(Image).where(Image.id.in_(readings))).all()
-        return [
-            Entry(
-                image_id=image.id,
-                plane=majority_plane(readings[image.id]),
-                source=f"{settings.buckets.anonymized}/{image.canonical_key}",
-                patient=image.patient_pseudonym or "",
-                cohort=image.cohort or "",
-                device="/".join(filter(None, (image.device_manufacturer, image.device_model))),
-                created_at=image.created_at.isoformat(),
-            )
-            for image in images
-            if image.canonical_key
-        ]
+    """Every labelled image of the catalog (its read interface), with the majority reading."""
+    return [
+        Entry(
+            image_id=image.image_id,
+            plane=majority_plane([plane.value for plane in image.readings]),
+            source=f"{settings.buckets.anonymized}/{image.canonical_key}",
+            patient=image.patient,
+            cohort=image.cohort,
+            device=image.device,
+            created_at=image.created_at.isoformat(),
+        )
+        for image in labelled_images(engine)
+    ]
 
 
 def take_snapshot(

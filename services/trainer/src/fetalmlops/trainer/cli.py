@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fetalmlops.common.bus import open_bus
+from fetalmlops.common.clients import connect
 from fetalmlops.common.db.session import create_engine_for
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore, open_store
@@ -25,11 +24,10 @@ from fetalmlops.trainer import catalog, local
 from fetalmlops.trainer.backbones import Strategy
 from fetalmlops.trainer.job import Request, fit_and_package
 from fetalmlops.trainer.platform import Platform, download, run_on_platform
+from fetalmlops.trainer.requests import manifest_for, request_for
 from fetalmlops.trainer.settings import TrainerSettings
 from fetalmlops.trainer.snapshots import Entry, Filters, Manifest, SplitSpec, snapshot
 from fetalmlops.trainer.training import TrainConfig
-
-PHANTOM_PROFILES = ("highend-a", "highend-b", "portable")
 
 snapshots = typer.Typer(no_args_is_help=True, help="Dataset snapshots of the catalog.")
 
@@ -94,12 +92,11 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
 ) -> None:
     """Train, evaluate, package; on the platform also register, gate and announce."""
-    own = TrainerSettings()
     if dataset is not None and out is None:
         raise typer.BadParameter("--dataset needs --out DIR", param_hint="--out")
     if dataset is not None and snapshot_id is not None:
         raise typer.BadParameter("give --snapshot or --dataset, not both")
-    settings = Settings(service_name="trainer")
+    own, settings = TrainerSettings(), Settings(service_name="trainer")
     store = None if dataset is not None else open_store(settings)
     config = TrainConfig(
         backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
@@ -108,48 +105,60 @@ def train_command(
     )  # fmt: skip
     held_out = tuple(ood_cohort or ())
     try:
-        if dataset is not None:
-            entries = local.dataset_entries(dataset, format)
-            manifest = local_snapshot(dataset.name, entries, held_out, seed)
-            request = replace(make_request(own, config, entries, held_out), fold=fold)
-            workdir = own.workdir / "local" / manifest.id
-            packaged = fit_and_package(
-                manifest,
-                local.file_loader,
-                request,
-                1,
-                workdir,
-                progress,
-                models_bucket=settings.buckets.models,
+        if dataset is not None and out is not None:
+            source = local.dataset_entries(dataset, format)
+            request = request_for(own, config, source, held_out, fold=fold)
+            train_locally(dataset.name, source, request, out, own, settings, progress)
+        elif store is not None:
+            platform = Platform.of(settings, connect(settings))
+            entries = catalog.labelled_entries(platform.engine, settings)
+            manifest = manifest_for(
+                platform.engine, store, settings, snapshot_id, cohort or (), held_out, seed
             )
-            assert out is not None
-            shutil.copytree(packaged.directory, out, dirs_exist_ok=True)
-            typer.echo(f"{out}: {headline(packaged.metrics)}")
-            return
-        assert store is not None
-        engine = create_engine_for(settings.database_url)
-        entries = catalog.labelled_entries(engine, settings)
-        if snapshot_id:
-            manifest = catalog.load_snapshot(store, settings, snapshot_id)
-        else:
-            filters = Filters(cohorts=tuple(cohort or ()), exclude_cohorts=held_out)
-            manifest = catalog.take_snapshot(
-                engine, store, settings, "planes", filters, SplitSpec(seed=seed)
-            )
-        request = replace(make_request(own, config, entries, held_out), fold=fold)
-        platform = Platform(settings, store, open_bus(settings), engine)
-        version, decision = run_on_platform(
-            platform, manifest, catalog.store_loader(store), request, own.workdir, progress
-        )
-        typer.echo(
-            f"{version.model_name} v{version.version} {version.stage}: {decision.summary()}; "
-            f"{version.storage_uri}; {headline(version.metrics)}"
-        )
-        if out is not None:
-            download(platform, version.model_name, version.version, out)
+            request = request_for(own, config, entries, held_out, fold=fold)
+            train_on_platform(platform, manifest, request, own, out, progress)
     except (DatasetError, ValueError, LookupError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+def train_locally(
+    name: str,
+    entries: list[Entry],
+    request: Request,
+    out: Path,
+    own: TrainerSettings,
+    settings: Settings,
+    progress: bool,
+) -> None:
+    """A dataset on disk to a version in ``out``; no platform is touched."""
+    held_out = tuple(request.out_of_domain)
+    manifest = local_snapshot(name, entries, held_out, request.config.seed)
+    packaged = fit_and_package(
+        manifest, local.file_loader, request, 1, own.workdir / "local" / manifest.id, progress,
+        models_bucket=settings.buckets.models,
+    )  # fmt: skip
+    shutil.copytree(packaged.directory, out, dirs_exist_ok=True)
+    typer.echo(f"{out}: {headline(packaged.metrics)}")
+
+
+def train_on_platform(
+    platform: Platform,
+    manifest: Manifest,
+    request: Request,
+    own: TrainerSettings,
+    out: Path | None,
+    progress: bool,
+) -> None:
+    """A snapshot to a registered, gated, announced version (copied to ``out`` if given)."""
+    loader = catalog.store_loader(platform.store)
+    version, decision = run_on_platform(platform, manifest, loader, request, own.workdir, progress)
+    typer.echo(
+        f"{version.model_name} v{version.version} {version.stage}: {decision.summary()}; "
+        f"{version.storage_uri}; {headline(version.metrics)}"
+    )
+    if out is not None:
+        download(platform, version.model_name, version.version, out)
 
 
 def local_snapshot(
@@ -163,20 +172,6 @@ def local_snapshot(
     if kept and all(e.given_split for e in kept) and given >= {"train", "val"}:
         return snapshot(name, kept, filters, SplitSpec(method="given", seed=seed))
     return snapshot(name, kept, filters, SplitSpec(seed=seed))
-
-
-def make_request(
-    own: TrainerSettings, config: TrainConfig, entries: list[Entry], held_out: tuple[str, ...]
-) -> Request:
-    cohorts = {e.cohort for e in entries}
-    return Request(
-        model_name=own.model_name,
-        config=config,
-        gate=own.gate(),
-        country_iso_code=own.country_iso_code,
-        out_of_domain={c: [e for e in entries if e.cohort == c] for c in held_out},
-        synthetic=bool(cohorts) and cohorts <= set(PHANTOM_PROFILES),
-    )
 
 
 def fetch_weights(uri: str | None, store: ObjectStore | None, workdir: Path) -> Path | None:

@@ -2,7 +2,7 @@
 
 An item is `(load, class_index)` where `load()` returns PNG or JPEG bytes: `path.read_bytes`
 for a file, or a closure over an object-store key. Decoding goes through
-`fetalmlops.trainer.preprocessing`, so an image without augmentation becomes exactly the tensor
+`fetalmlops.archive.preprocessing`, so an image without augmentation becomes exactly the tensor
 that TorchServe and KServe compute for it; augmentation acts on the square greyscale picture
 before `to_tensor`.
 
@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from fetalmlops.trainer.preprocessing import Preprocessing, square_greyscale, to_tensor
+from fetalmlops.archive.preprocessing import Preprocessing, square_greyscale, to_tensor
 
 Loader = Callable[[], bytes]
 Item = tuple[Loader, int]

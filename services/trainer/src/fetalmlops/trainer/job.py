@@ -31,6 +31,9 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from fetalmlops.archive.packaging import build_mar, export_torchscript
+from fetalmlops.archive.preprocessing import Preprocessing, decode, square_greyscale
+from fetalmlops.archive.servable import Calibrated, background_indices
 from fetalmlops.common import model_version
 from fetalmlops.common.db.columns import utcnow
 from fetalmlops.datasets.readers import Split
@@ -48,9 +51,6 @@ from fetalmlops.trainer.evaluation import (
     reliability_diagram_png,
     softmax,
 )
-from fetalmlops.trainer.packaging import build_mar, export_torchscript
-from fetalmlops.trainer.preprocessing import Preprocessing, decode, square_greyscale
-from fetalmlops.trainer.servable import Calibrated, background_indices
 from fetalmlops.trainer.snapshots import CLASSES, Entry, Manifest
 from fetalmlops.trainer.training import TrainConfig, TrainResult, predict_logits, train
 
@@ -83,8 +83,7 @@ class Packaged:
 
 def training_run(model_name: str, snapshot_id: str, config: TrainConfig, fold: int = 0) -> str:
     """The run's name: same model, snapshot (and fold) and configuration → same run."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("num_workers", "device")}
-    identity = json.dumps([model_name, snapshot_id, fold, settings], sort_keys=True)
+    identity = json.dumps([model_name, snapshot_id, fold, config.identity()], sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from fetalmlops.common import model_version
 from fetalmlops.common.bus import Bus, publish_event
+from fetalmlops.common.clients import Clients
 from fetalmlops.common.db import ModelVersion, session_scope
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore
@@ -33,6 +34,10 @@ class Platform:
     store: ObjectStore
     bus: Bus
     engine: Engine
+
+    @classmethod
+    def of(cls, settings: Settings, clients: Clients) -> Platform:
+        return cls(settings, clients.store, clients.bus, clients.engine)
 
     def storage_uri(self, model_name: str, version: int) -> str:
         return model_version.storage_uri(self.settings.buckets.models, model_name, version)

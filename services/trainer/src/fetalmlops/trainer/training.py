@@ -1,29 +1,20 @@
 """The training loop: one readable function, resumable, and the same result every time.
 
-In the spirit of torchvision's `references/classification/train.py`: AdamW on the trainable
-parameters, a per-step linear warm-up then cosine schedule, class-weighted cross-entropy for the
-imbalance (see `fetalmlops.trainer.data`), mixed precision on CUDA only, early stopping on the
-validation macro-F1.
-
-Reproducible: a fixed seed fixes the model's initial weights, the order of every epoch and every
-augmentation (each a function of seed and epoch, see `data`), and torch runs its deterministic
-kernels where it has them. Resumable: after each epoch, `checkpoint_dir/last.pt` is replaced
-atomically by everything the next epoch depends on, RNG states included, so a Kubernetes Job
-restarted after a kill continues where it stopped and ends with the weights and history an
-uninterrupted run would have had. A checkpoint left by a different run (another config, other
-data) is an error, never silently mixed in.
+`train` reads top to bottom, as torchvision's `references/classification/train.py` does: set up
+(or resume), then for each epoch fit, score on the validation images, keep the best and write
+the checkpoint, until the epochs or the patience run out. What the steps rely on lives beside
+it: how the weights are fit (AdamW, warm-up then cosine, class-weighted cross-entropy, mixed
+precision on CUDA only) in `optimisation`, the best epoch and the patience in `early_stopping`,
+the checkpoint and which run it may continue in `resumption`, the seed and the deterministic
+kernels in `determinism`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,27 +32,32 @@ from rich.progress import (
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fetalmlops.trainer import checkpoint
-from fetalmlops.trainer.backbones import Strategy, backbone, build, trainable_parameters
+from fetalmlops.archive.preprocessing import Preprocessing
+from fetalmlops.trainer.backbones import Strategy, backbone, build
 from fetalmlops.trainer.checkpoint import CheckpointMismatch
 from fetalmlops.trainer.data import (
     Augmentation,
     Item,
     LabelledImages,
-    class_weights,
     derived_seed,
     labels_of,
     seed_worker,
 )
-from fetalmlops.trainer.preprocessing import Preprocessing
+from fetalmlops.trainer.determinism import deterministic, seed_everything
+from fetalmlops.trainer.early_stopping import EpochRecord, RunProgress
+from fetalmlops.trainer.optimisation import Fitting, fitting, weighted_cross_entropy
+from fetalmlops.trainer.resumption import CHECKPOINT, resume, run_identity, save
 
-__all__ = ["CheckpointMismatch", "TrainConfig", "TrainResult", "predict_logits", "train"]
-
-CHECKPOINT = "last.pt"
-# Settings that change how fast a run goes but not what it computes.
-NOT_IN_RUN_IDENTITY = ("num_workers",)
-
-EpochRecord = dict[str, float]
+__all__ = [
+    "CheckpointMismatch",
+    "EpochRecord",
+    "TrainConfig",
+    "TrainResult",
+    "predict_logits",
+    "train",
+]
+# Settings that change where or how fast a run goes, not what it computes.
+NOT_IN_RUN_IDENTITY = ("num_workers", "device")
 
 
 @dataclass(frozen=True)
@@ -88,6 +84,12 @@ class TrainConfig:
         values["weights"] = None if self.weights is None else str(self.weights)
         return values
 
+    def identity(self) -> dict[str, Any]:
+        """What the run computes: every setting but those that only change where or how fast
+        it runs. A registered version (`job.training_run`) and a checkpoint
+        (`resumption.run_identity`) both name their run by it."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IN_RUN_IDENTITY}
+
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(size=self.input_size or backbone(self.backbone).input_size)
 
@@ -105,36 +107,50 @@ class TrainResult:
     train_images_per_second: float
 
 
-@dataclass
-class _Progress:
-    """Where the run stands: what the next epoch depends on besides `_Fitting`."""
+@dataclass(frozen=True)
+class _Batches:
+    """The training images, in an order and with augmentations that are functions of the seed
+    and the epoch: a resumed run draws exactly what an uninterrupted one would have."""
 
-    epoch: int = 0  # epochs completed
-    best_score: float = -1.0
-    best_epoch: int = 0
-    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    stale_epochs: int = 0
-    history: list[EpochRecord] = field(default_factory=list)
+    images: LabelledImages
+    order: torch.Generator
+    loader: DataLoader[tuple[torch.Tensor, int]]
 
-
-@dataclass
-class _Fitting:
-    """The objects whose state, with `_Progress`, a checkpoint holds."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-
-    def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name).state_dict() for name in _FITTING}
-
-    def load_state_dict(self, states: dict[str, Any]) -> None:
-        for name in _FITTING:
-            getattr(self, name).load_state_dict(states[name])
+    def of_epoch(self, seed: int, epoch: int) -> DataLoader[tuple[torch.Tensor, int]]:
+        self.images.set_epoch(epoch)
+        self.order.manual_seed(derived_seed(seed, epoch))
+        return self.loader
 
 
-_FITTING = ("model", "optimizer", "scheduler", "scaler")
+@dataclass(frozen=True)
+class _Validation:
+    """The images every epoch is scored on, and the best epoch chosen by."""
+
+    config: TrainConfig
+    items: Sequence[Item]
+    num_classes: int
+    device: torch.device
+
+    @property
+    def labels(self) -> NDArray[np.int64]:
+        return labels_of(self.items)
+
+    def logits(self, model: nn.Module) -> NDArray[np.float32]:
+        config = self.config
+        return predict_logits(
+            model,
+            self.items,
+            config.preprocessing(),
+            config.batch_size,
+            self.device,
+            config.num_workers,
+        )
+
+    def macro_f1(self, model: nn.Module) -> float:
+        # Imported here: evaluation brings matplotlib, which a run needs only at this point.
+        from fetalmlops.trainer.evaluation import macro_f1
+
+        return float(macro_f1(self.labels, self.logits(model).argmax(1), self.num_classes))
 
 
 def train(
@@ -153,82 +169,119 @@ def train(
     """
     _validate(config, train_items, val_items, classes)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_amp = config.amp and device.type == "cuda"
-    prep = config.preprocessing()
-    val_labels = labels_of(val_items)
+    validation = _Validation(config, val_items, len(classes), device)
     last = checkpoint_dir / CHECKPOINT
-    identity = _run_identity(config, train_items, val_items, classes)
+    identity = run_identity(config.identity(), train_items, val_items, classes)
 
-    with _deterministic():
-        _seed_everything(config.seed)
-        fit = _fitting(config, len(classes), len(train_items), device, use_amp)
-        criterion = nn.CrossEntropyLoss(
-            weight=class_weights(labels_of(train_items), len(classes)).to(device),
-            label_smoothing=config.label_smoothing,
-        )
-        state, resumed_from = _Progress(), None
+    with deterministic():
+        seed_everything(config.seed)
+        fit = _fitting(config, len(classes), len(train_items), device)
+        criterion = weighted_cross_entropy(
+            labels_of(train_items), len(classes), config.label_smoothing
+        ).to(device)
+        state, resumed_from = RunProgress(), None
         if last.exists():
-            state = _resume(last, identity, fit)
+            state = resume(last, identity, fit)
             resumed_from = state.epoch
-        augment = Augmentation() if config.augment else None
-        dataset = LabelledImages(train_items, prep, augment, config.seed)
-        order = torch.Generator()
-        loader = DataLoader(
-            dataset,
-            batch_size=config.batch_size,
-            shuffle=True,
-            generator=order,
-            num_workers=config.num_workers,
-            worker_init_fn=seed_worker,
-            pin_memory=device.type == "cuda",
-        )
+        batches = _batches(config, train_items, device)
         with _progress_bar(progress) as bar:
             for epoch in range(state.epoch + 1, config.epochs + 1):
-                if state.stale_epochs >= config.patience:
+                if state.patience_spent(config.patience):
                     break
-                started = time.perf_counter()
-                dataset.set_epoch(epoch)
-                order.manual_seed(derived_seed(config.seed, epoch))
-                task = bar.add_task(
-                    f"epoch {epoch}/{config.epochs}", total=len(loader), loss=math.nan, f1="…"
-                )
-                lr = fit.optimizer.param_groups[0]["lr"]
-                loss = _fit_one_epoch(fit, loader, criterion, use_amp, bar, task)
-                train_seconds = time.perf_counter() - started
-
-                logits = predict_logits(
-                    fit.model, val_items, prep, config.batch_size, device, config.num_workers
-                )
-                score = _macro_f1(val_labels, logits.argmax(1), len(classes))
-                bar.update(task, f1=f"{score:.3f}")
-                if score > state.best_score:
-                    state.best_score, state.best_epoch, state.stale_epochs = score, epoch, 0
-                    state.best_state = {
-                        k: v.detach().to("cpu", copy=True)
-                        for k, v in fit.model.state_dict().items()
-                    }
-                else:
-                    state.stale_epochs += 1
-                record: EpochRecord = {
-                    "epoch": epoch,
-                    "loss": loss,
-                    "val_macro_f1": score,
-                    "lr": lr,
-                    "seconds": time.perf_counter() - started,
-                    "images_per_second": len(train_items) / train_seconds,
-                }
-                state.history.append(record)
-                state.epoch = epoch
-                _save_checkpoint(last, identity, state, fit)
+                record = _epoch(epoch, config, fit, criterion, batches, validation, bar)
+                state.complete(epoch, record, fit.model)
+                save(last, identity, state, fit)
                 if on_epoch is not None:
                     on_epoch(record)
+        fit.model.load_state_dict(state.best_state)
+        val_logits = validation.logits(fit.model)
+    return _result(fit.model.cpu().eval(), state, resumed_from, val_logits, validation.labels)
 
-        model = fit.model
-        model.load_state_dict(state.best_state)
-        val_logits = predict_logits(
-            model, val_items, prep, config.batch_size, device, config.num_workers
+
+def _fitting(config: TrainConfig, num_classes: int, images: int, device: torch.device) -> Fitting:
+    model = build(config.backbone, num_classes, config.strategy, config.weights).to(device)
+    return fitting(
+        model,
+        config.learning_rate,
+        config.weight_decay,
+        config.epochs,
+        steps_per_epoch=math.ceil(images / config.batch_size),
+        mixed_precision=config.amp and device.type == "cuda",
+    )
+
+
+def _batches(config: TrainConfig, items: Sequence[Item], device: torch.device) -> _Batches:
+    augment = Augmentation() if config.augment else None
+    images = LabelledImages(items, config.preprocessing(), augment, config.seed)
+    order = torch.Generator()
+    loader = DataLoader(
+        images,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=order,
+        num_workers=config.num_workers,
+        worker_init_fn=seed_worker,
+        pin_memory=device.type == "cuda",
+    )
+    return _Batches(images, order, loader)
+
+
+def _epoch(
+    epoch: int,
+    config: TrainConfig,
+    fit: Fitting,
+    criterion: nn.Module,
+    batches: _Batches,
+    validation: _Validation,
+    bar: Progress,
+) -> EpochRecord:
+    """One pass over the training images, then the score on the validation images."""
+    started = time.perf_counter()
+    loader = batches.of_epoch(config.seed, epoch)
+    task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=len(loader), loss=math.nan, f1="…")
+    lr = fit.learning_rate  # before the epoch's steps move it along the schedule
+    loss = _fit_one_epoch(fit, loader, criterion, bar, task)
+    train_seconds = time.perf_counter() - started
+    score = validation.macro_f1(fit.model)
+    bar.update(task, f1=f"{score:.3f}")
+    return {
+        "epoch": epoch,
+        "loss": loss,
+        "val_macro_f1": score,
+        "lr": lr,
+        "seconds": time.perf_counter() - started,
+        "images_per_second": len(batches.images) / train_seconds,
+    }
+
+
+def _fit_one_epoch(
+    fit: Fitting,
+    loader: DataLoader[tuple[torch.Tensor, int]],
+    criterion: nn.Module,
+    bar: Progress,
+    task: TaskID,
+) -> float:
+    """One pass over the training images; returns the mean loss per image."""
+    device = next(fit.model.parameters()).device
+    fit.model.train()
+    loss_sum, seen = 0.0, 0
+    for images, labels in loader:
+        loss = fit.step(
+            images.to(device, non_blocking=True), labels.to(device, non_blocking=True), criterion
         )
-    model.cpu().eval()
+        loss_sum += loss * len(labels)
+        seen += len(labels)
+        bar.update(task, advance=1, loss=loss_sum / seen)
+    return loss_sum / seen
+
+
+def _result(
+    model: nn.Module,
+    state: RunProgress,
+    resumed_from: int | None,
+    val_logits: NDArray[np.float32],
+    val_labels: NDArray[np.int64],
+) -> TrainResult:
     seconds_per_image = np.mean([1.0 / r["images_per_second"] for r in state.history])
     return TrainResult(
         model=model,
@@ -241,50 +294,6 @@ def train(
         val_labels=val_labels,
         train_images_per_second=float(1.0 / seconds_per_image),
     )
-
-
-def _fitting(
-    config: TrainConfig, num_classes: int, images: int, device: torch.device, use_amp: bool
-) -> _Fitting:
-    model = build(config.backbone, num_classes, config.strategy, config.weights).to(device)
-    optimizer = torch.optim.AdamW(
-        _parameter_groups(model, config.weight_decay), lr=config.learning_rate
-    )
-    steps_per_epoch = math.ceil(images / config.batch_size)
-    total = config.epochs * steps_per_epoch
-    warmup = min(steps_per_epoch, total // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup, total)
-    )
-    return _Fitting(model, optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=use_amp))
-
-
-def _fit_one_epoch(
-    fit: _Fitting,
-    loader: DataLoader[tuple[torch.Tensor, int]],
-    criterion: nn.Module,
-    use_amp: bool,
-    bar: Progress,
-    task: TaskID,
-) -> float:
-    """One pass over the training images; returns the mean loss per image."""
-    device = next(fit.model.parameters()).device
-    fit.model.train()
-    loss_sum, seen = 0.0, 0
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            loss = criterion(fit.model(images), labels)
-        fit.optimizer.zero_grad(set_to_none=True)
-        fit.scaler.scale(loss).backward()
-        fit.scaler.step(fit.optimizer)
-        fit.scaler.update()
-        fit.scheduler.step()
-        loss_sum += float(loss.detach()) * len(labels)
-        seen += len(labels)
-        bar.update(task, advance=1, loss=loss_sum / seen)
-    return loss_sum / seen
 
 
 def predict_logits(
@@ -308,21 +317,6 @@ def predict_logits(
     return torch.cat(batches).numpy()
 
 
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """Learning-rate factor: linear warm-up over `warmup` steps, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _macro_f1(y_true: NDArray[np.int64], y_pred: NDArray[np.int64], num_classes: int) -> float:
-    # Imported here: evaluation brings matplotlib, which a run needs only at this point.
-    from fetalmlops.trainer.evaluation import macro_f1
-
-    return float(macro_f1(y_true, y_pred, num_classes))
-
-
 def _validate(
     config: TrainConfig,
     train_items: Sequence[Item],
@@ -340,48 +334,6 @@ def _validate(
             raise ValueError(f"{name} labels must lie in [0, {len(classes)})")
 
 
-def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # Decaying biases and normalisation scales towards zero regularises nothing useful
-    # (torchvision's reference script offers the same split as --norm-weight-decay 0).
-    params = trainable_parameters(model)
-    return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # every CUDA device too
-
-
-@contextmanager
-def _deterministic() -> Iterator[None]:
-    """Deterministic kernels for the duration of a run; the caller's setting and random
-    generators restored after.
-
-    warn_only: a few CUDA kernels (adaptive pooling's backward) have no deterministic version;
-    a warning then says so rather than the run failing.
-    """
-    # cuBLAS reads this when it initialises; a process that already used CUDA keeps its value.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark = torch.backends.cudnn.benchmark
-    # The run seeds the process-wide generators; the caller's draws must not become the
-    # run's seed's (a test suite's "random" ids would repeat from one run to the next).
-    generators = checkpoint.rng_states()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        torch.backends.cudnn.benchmark = benchmark
-        checkpoint.set_rng_states(generators)
-
-
 def _progress_bar(enabled: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -392,33 +344,3 @@ def _progress_bar(enabled: bool) -> Progress:
         TimeElapsedColumn(),
         disable=not enabled,
     )
-
-
-def _run_identity(
-    config: TrainConfig,
-    train_items: Sequence[Item],
-    val_items: Sequence[Item],
-    classes: Sequence[str],
-) -> dict[str, Any]:
-    """What must be equal for a checkpoint to continue this run: the config and the data."""
-
-    def fingerprint(items: Sequence[Item]) -> str:
-        return hashlib.sha256(labels_of(items).tobytes()).hexdigest()[:16]
-
-    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_RUN_IDENTITY}
-    return {
-        **settings,
-        "classes": list(classes),
-        "train_labels": fingerprint(train_items),
-        "val_labels": fingerprint(val_items),
-    }
-
-
-def _save_checkpoint(path: Path, identity: dict[str, Any], state: _Progress, fit: _Fitting) -> None:
-    checkpoint.save(path, identity, {"progress": dict(vars(state)), "fitting": fit.state_dict()})
-
-
-def _resume(path: Path, identity: dict[str, Any], fit: _Fitting) -> _Progress:
-    content = checkpoint.load(path, identity)
-    fit.load_state_dict(content["fitting"])
-    return _Progress(**content["progress"])

@@ -264,3 +264,19 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(sa.String(64))
     subject: Mapped[str] = mapped_column(sa.String(512))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# Who writes each table (DESIGN.md: each service owns its rows). Another service reads a table
+# only through its owner's read interface: the catalog's is `fetalmlops.common.db.catalog`.
+# The registry's tables are the trainer's until the closed loop has a service of its own.
+OWNERS: dict[str, str] = {
+    IngestRecord.__tablename__: "ingest",
+    Image.__tablename__: "anonymizer",
+    ImageCopy.__tablename__: "anonymizer",
+    Label.__tablename__: "anonymizer",
+    DatasetSnapshot.__tablename__: "trainer",
+    ModelVersion.__tablename__: "trainer",
+    Deployment.__tablename__: "trainer",
+    AuditEntry.__tablename__: "trainer",
+    Report.__tablename__: "monitor",
+}

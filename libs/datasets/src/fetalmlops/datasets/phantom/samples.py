@@ -32,3 +32,13 @@ def sample_picture(seed: int = 0, fmt: str = "PNG", profile: str = "highend-a") 
     buffer = io.BytesIO()
     Image.fromarray(draw(_spec(seed, profile), seed, 0.5, banner=False).pixels).save(buffer, fmt)
     return buffer.getvalue()
+
+
+def plane_pictures(count: int, seed: int = 11) -> list[bytes]:
+    """``count`` (at most 8) PNG frames of different planes and sizes, two patients' worth."""
+    pictures = []
+    for spec in plan(2, seed)[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(draw(spec, seed, 0.5, banner=False).pixels).save(buffer, "PNG")
+        pictures.append(buffer.getvalue())
+    return pictures

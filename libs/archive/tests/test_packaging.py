@@ -8,12 +8,8 @@ against the eager model.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-import sys
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,15 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
-from fetalmlops.common import model_version
-from fetalmlops.common.planes import Plane
-from fetalmlops.datasets.phantom.dataset import draw, plan
-from fetalmlops.trainer import handler, preprocessing, reference
-from fetalmlops.trainer.handler import PlaneClassifier, image_bytes
-from fetalmlops.trainer.packaging import (
+from fetalmlops.archive import handler, preprocessing
+from fetalmlops.archive.handler import PlaneClassifier, image_bytes
+from fetalmlops.archive.packaging import (
     ExportMismatch,
     ModelLayout,
     WorkerSettings,
@@ -38,7 +30,11 @@ from fetalmlops.trainer.packaging import (
     export_torchscript,
     read_mar,
 )
-from fetalmlops.trainer.preprocessing import Preprocessing, decode
+from fetalmlops.archive.preprocessing import Preprocessing, decode
+from fetalmlops.archive.worker import worker_handler
+from fetalmlops.common import model_version
+from fetalmlops.common.planes import Plane
+from fetalmlops.datasets.phantom.samples import plane_pictures
 
 CLASSES = [plane.value for plane in Plane]
 PREP = Preprocessing(size=64)
@@ -57,12 +53,7 @@ def tiny_cnn() -> nn.Module:
 
 
 def phantom_pngs(count: int) -> list[bytes]:
-    pngs = []
-    for spec in plan(2, seed=5)[:count]:
-        buffer = io.BytesIO()
-        Image.fromarray(draw(spec, 5, difficulty=0.5, banner=False).pixels).save(buffer, "PNG")
-        pngs.append(buffer.getvalue())
-    return pngs
+    return plane_pictures(count, seed=5)
 
 
 @dataclass
@@ -114,22 +105,10 @@ class FakeContext:
 
 
 @pytest.fixture
-def packaged_handler(version: Version, tmp_path: Path) -> Iterator[tuple[ModuleType, Path]]:
+def packaged_handler(version: Version, tmp_path: Path) -> tuple[ModuleType, Path]:
     """handler.py from the unpacked archive, importing the archive's preprocessing.py."""
     model_dir = tmp_path / "unpacked"
-    with zipfile.ZipFile(version.layout.mar) as archive:
-        archive.extractall(model_dir)
-    sys.path.insert(0, str(model_dir))
-    try:
-        spec = importlib.util.spec_from_file_location("handler", model_dir / "handler.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        assert Path(sys.modules["preprocessing"].__file__ or "").parent == model_dir
-        yield module, model_dir
-    finally:
-        sys.path.remove(str(model_dir))
-        sys.modules.pop("preprocessing", None)
+    return worker_handler(version.layout.mar, model_dir), model_dir
 
 
 def eager_probabilities(model: nn.Module, png: bytes) -> np.ndarray:
@@ -196,7 +175,7 @@ def test_archive_holds_model_code_preprocessing_classes_and_manifest(version: Ve
     }
     assert Preprocessing.from_json(files["preprocessing.json"].decode()) == PREP
     assert json.loads(files["index_to_name.json"]) == {str(i): c for i, c in enumerate(CLASSES)}
-    source = Path(__file__).parents[1] / "src/fetalmlops/trainer"
+    source = Path(__file__).parents[1] / "src/fetalmlops/archive"
     assert files["handler.py"] == (source / "handler.py").read_bytes()
     assert files["preprocessing.py"] == (source / "preprocessing.py").read_bytes()
     assert version.layout.mar == version.layout.root / "model-store" / f"{NAME}.mar"
@@ -240,9 +219,11 @@ def test_build_mar_refuses_a_background_the_model_could_not_take(
     assert not (tmp_path / "out").exists(), "nothing written for a rejected version"
 
 
-def test_the_packaged_classifier_scores_with_the_drift_references_embedding(
+def test_the_packaged_classifier_scores_with_the_heads_input_as_embedding(
     version: Version, packaged_handler: tuple[ModuleType, Path]
 ) -> None:
+    """The embedding is the classification head's input: what the trainer's drift reference
+    summarises (the trainer's test_servable compares the two on the exported model)."""
     handler, model_dir = packaged_handler
     classifier = handler.PlaneClassifier.load(model_dir, torch.device("cpu"))
     images = torch.from_numpy(preprocessed(phantom_pngs(3)))
@@ -252,9 +233,9 @@ def test_the_packaged_classifier_scores_with_the_drift_references_embedding(
     assert classifier.has_features
     torch.testing.assert_close(probabilities, classifier.probabilities(images))
     assert embeddings is not None and embeddings.dtype == torch.float32
-    np.testing.assert_allclose(
-        embeddings.numpy(), reference.embeddings(version.model, HEAD, [images]), atol=1e-5
-    )
+    below_head = nn.Sequential(*list(version.model.children())[: int(HEAD)])
+    with torch.no_grad():
+        np.testing.assert_allclose(embeddings.numpy(), below_head(images).numpy(), atol=1e-5)
     assert torch.equal(classifier.background, torch.from_numpy(version.background))
 
 

@@ -39,6 +39,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from fetalmlops.archive.preprocessing import Preprocessing
+from fetalmlops.archive.servable import FEATURES_METHOD, Servable
 from fetalmlops.common.model_version import (
     BACKGROUND_FILE,
     CLASSES_FILE,
@@ -52,8 +54,6 @@ from fetalmlops.common.model_version import (
     format_document,
     mar_path,
 )
-from fetalmlops.trainer.preprocessing import Preprocessing
-from fetalmlops.trainer.servable import FEATURES_METHOD, Servable
 
 HERE = Path(__file__).parent
 HANDLER_SOURCE = HERE / HANDLER_CODE

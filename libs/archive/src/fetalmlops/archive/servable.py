@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fetalmlops.trainer.handler import FEATURES_METHOD
+from fetalmlops.archive.handler import FEATURES_METHOD
 
 __all__ = ["FEATURES_METHOD", "Calibrated", "Servable", "background_indices"]
 
