@@ -52,7 +52,7 @@ def test_live_image_statistics_are_the_drift_references_own(
         observation = Observation([1 / len(CLASSES)] * len(CLASSES), None, decoded.thumbnail, 1, 1)
         statistics = prediction_event(served, 0, observation).image_statistics
         expected = per_image_statistics(thumbnail(png)[None])
-        assert statistics.mean == pytest.approx(expected["mean_intensity"][0], abs=1e-6)
-        assert statistics.std == pytest.approx(expected["contrast"][0], abs=1e-6)
+        assert statistics.mean == pytest.approx(expected["mean"][0], abs=1e-6)
+        assert statistics.std == pytest.approx(expected["std"][0], abs=1e-6)
         assert statistics.dark_fraction == pytest.approx(expected["dark_fraction"][0], abs=1e-6)
         assert 0 <= statistics.p05 <= statistics.mean <= statistics.p95 <= 1

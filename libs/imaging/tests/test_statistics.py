@@ -30,8 +30,8 @@ def test_each_image_is_summarised_on_its_own() -> None:
 
     statistics = per_image_statistics(pixels.astype(np.uint8))
 
-    np.testing.assert_allclose(statistics["mean_intensity"], [0.2, 1 / 3])
-    np.testing.assert_allclose(statistics["contrast"], [0.0, math.sqrt(2) / 3])
+    np.testing.assert_allclose(statistics["mean"], [0.2, 1 / 3])
+    np.testing.assert_allclose(statistics["std"], [0.0, math.sqrt(2) / 3])
     np.testing.assert_allclose(statistics["dark_fraction"], [0.0, 2 / 3])
 
 

@@ -86,8 +86,8 @@ def test_image_statistics_by_hand() -> None:
 
     per_image = per_image_statistics(pixels)
 
-    np.testing.assert_allclose(per_image["mean_intensity"], [0.0, 1.0, 0.5])
-    np.testing.assert_allclose(per_image["contrast"], [0.0, 0.0, 0.5])
+    np.testing.assert_allclose(per_image["mean"], [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(per_image["std"], [0.0, 0.0, 0.5])
     np.testing.assert_allclose(per_image["dark_fraction"], [1.0, 0.0, 0.5])
     # The same images as floats in [0, 1] give the same statistics.
     floats = per_image_statistics(pixels.astype(np.float32) / 255)
@@ -95,8 +95,8 @@ def test_image_statistics_by_hand() -> None:
         np.testing.assert_allclose(floats[name], values)
 
     summary = image_statistics(pixels)
-    assert summary["mean_intensity"]["mean"] == pytest.approx(0.5)
-    assert summary["mean_intensity"]["p50"] == pytest.approx(0.5)
+    assert summary["mean"]["mean"] == pytest.approx(0.5)
+    assert summary["mean"]["p50"] == pytest.approx(0.5)
     assert summary["dark_fraction"]["p5"] == pytest.approx(0.05)  # 0 → 0.5, interpolated
 
 
@@ -237,3 +237,26 @@ def test_the_hook_is_removed_when_the_forward_pass_fails() -> None:
     with pytest.raises(RuntimeError):
         embeddings(model, "classifier", [torch.randn(1, 5, 32, 32)])  # 5 channels, not 3
     assert head_has_no_hooks(model, "classifier")
+
+
+def test_the_sample_keeps_whole_rows_beside_the_embedding_rows() -> None:
+    n, dim = 40, 6
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(n, 3))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    pixels = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+    rows = np.arange(n, dtype=np.float64)[:, None] * np.ones(dim)  # row i is all i
+    ref = drift_reference(probabilities, rng.integers(0, 3, n), pixels, rows, CLASSES, 10)
+    assert ref.sample is not None
+    kept = [int(row[0]) for row in ref.embedding["sample"]]
+    assert len(kept) == 10 and kept == sorted(kept)
+    np.testing.assert_allclose(ref.sample["probabilities"], probabilities[kept])
+    statistics = per_image_statistics(pixels[kept])
+    for name, values in statistics.items():
+        np.testing.assert_allclose(ref.sample["image_stats"][name], values)
+
+
+def test_a_reference_written_before_samples_were_kept_still_loads() -> None:
+    values = reference().to_dict()
+    del values["sample"]
+    assert DriftReference.from_dict(values).sample is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -77,3 +78,14 @@ class Tokens:
             challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
             return Refusal(403, f"the token lacks the scope {scope}", challenge)
         return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is reachable from this machine only: where a service with
+    no tokens may answer."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: what it resolves to is not ours to trust

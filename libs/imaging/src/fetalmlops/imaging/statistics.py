@@ -36,18 +36,23 @@ STATISTICS_SIZE = 64
 
 
 def per_image_statistics(pixels: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
-    """Per image of ``pixels`` (n, h, w): ``mean_intensity``, ``contrast``, ``dark_fraction``.
+    """Per image of ``pixels`` (n, h, w), named as a prediction event's ``ImageStatistics``:
+    ``mean``, ``std``, ``p05``, ``p95``, ``dark_fraction``.
 
     Pixels are greyscale, uint8 (divided by 255) or float in [0, 1]: the square greyscale
     picture of `fetalmlops.archive.preprocessing.square_greyscale`, before the model's
-    normalisation, which is what the inference service has decoded too. ``mean_intensity`` is
-    the mean level, ``contrast`` the (population) standard deviation of the levels, and
+    normalisation, which is what the inference service has decoded too. ``mean`` is the mean
+    level (brightness), ``std`` the (population) standard deviation of the levels (contrast),
+    ``p05`` and ``p95`` their 5th and 95th percentiles (numpy's linear interpolation), and
     ``dark_fraction`` the share of pixels strictly below `DARK_LEVEL`.
     """
     levels = _levels(pixels).reshape(len(pixels), -1)
+    p05, p95 = np.percentile(levels, (5, 95), axis=1)
     return {
-        "mean_intensity": levels.mean(axis=1),
-        "contrast": levels.std(axis=1),
+        "mean": levels.mean(axis=1),
+        "std": levels.std(axis=1),
+        "p05": p05,
+        "p95": p95,
         "dark_fraction": (levels < DARK_LEVEL).mean(axis=1),
     }
 

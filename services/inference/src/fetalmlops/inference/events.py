@@ -78,16 +78,9 @@ def prediction_event(
 
 
 def image_statistics(observation: Observation) -> predictions_pb2.ImageStatistics:
-    thumbnail = observation.thumbnail[None, ...]
-    statistics = per_image_statistics(thumbnail)
-    levels = thumbnail.astype(np.float64) / 255.0
-    p05, p95 = np.percentile(levels, (5, 95))
+    statistics = per_image_statistics(observation.thumbnail[None, ...])
     return predictions_pb2.ImageStatistics(
-        mean=float(statistics["mean_intensity"][0]),
-        std=float(statistics["contrast"][0]),
-        dark_fraction=float(statistics["dark_fraction"][0]),
-        p05=float(p05),
-        p95=float(p95),
+        **{name: float(values[0]) for name, values in statistics.items()},
         rows=observation.rows,
         columns=observation.columns,
     )

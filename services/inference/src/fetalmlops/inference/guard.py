@@ -18,13 +18,12 @@ are bounded in ``admission.py``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Collection, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fetalmlops.common.bearer import Tokens
+from fetalmlops.common.bearer import Tokens, is_loopback
 from fetalmlops.inference.settings import InferenceSettings
 
 MODELS_PREDICT = "models:predict"
@@ -53,15 +52,6 @@ def bearer_tokens(settings: InferenceSettings) -> tuple[str, ...]:
             raise ServeRefused(f"the bearer tokens file {path} holds no token")
         tokens.extend(from_file)
     return tuple(token.strip() for token in tokens)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: what it resolves to is not ours to trust
 
 
 def require_token_off_loopback(host: str, tokens: Collection[str]) -> None:

@@ -1,18 +1,41 @@
-"""The monitor service's shell: settings → clients → HTTP app (and, later, its consumers)."""
+"""The monitor service's shell: settings → clients → its consumers, report API and metrics."""
 
 from __future__ import annotations
 
+from fetalmlops.common.bearer import is_loopback
+from fetalmlops.common.bus import Consumer, retry_policy
+from fetalmlops.common.bus.consume import Handler
 from fetalmlops.common.clients import connect
 from fetalmlops.common.service import Service, create_app, run
 from fetalmlops.common.settings import Settings
+from fetalmlops.monitor.api import add_routes
+from fetalmlops.monitor.settings import SERVICE_NAME, MonitorSettings
+from fetalmlops.monitor.stream import Monitor
 
-SERVICE_NAME = "monitor"
 
-
-def build(settings: Settings) -> Service:
+def build(settings: Settings, own: MonitorSettings | None = None) -> Service:
+    own = own or MonitorSettings()
     clients = connect(settings)
+    monitor = Monitor(settings, own, clients)
+    if not own.tokens and not is_loopback(settings.http_host):
+        raise SystemExit(
+            "the monitor's reports need FETALMLOPS_MONITOR_TOKENS to listen beyond loopback"
+        )
     app = create_app("FetalMLOps monitor", clients.readiness([settings.buckets.models]))
-    return Service(settings, app, bus=clients.bus)
+    add_routes(app, clients.engine, own)
+    topics, retry = settings.topics, retry_policy(settings)
+
+    def consumer(subscribed: list[str], group: str, handler: Handler) -> Consumer:
+        return Consumer(subscribed, group, handler, deadletter_topic=topics.deadletter, retry=retry)
+
+    consumers = [
+        consumer(
+            [topics.models_trained, topics.models_promoted], "monitor-models", monitor.on_model
+        ),
+        consumer([topics.predictions], "monitor", monitor.on_prediction),
+        consumer([topics.feedback], "monitor-feedback", monitor.on_feedback),
+    ]
+    return Service(settings, app, bus=clients.bus, consumers=consumers)
 
 
 def main() -> None:

@@ -11,6 +11,10 @@ model's world can shift (DESIGN.md, monitor):
 * representation drift: the input of the classification head (`embeddings`), summarised per
   dimension and kept as a seeded sample of rows for a two-sample test.
 
+The same seeded rows are kept whole in `sample` (their served probabilities and image
+statistics beside the embedding rows), so the monitor's two-sample tests, and the calibration of
+its alarm on resampled no-shift windows, compare live rows with reference rows, not summaries.
+
 Everything here is a pure function of arrays, and a `DriftReference` is plain JSON (it is stored
 in the model registry's ``drift_reference`` column). The statistics the inference side must
 compute on live images, `per_image_statistics` for the images and `random_projection` for
@@ -55,6 +59,9 @@ class DriftReference:
     image_stats: dict[str, dict[str, float]]  # statistic -> summary, see `image_statistics`
     embedding: dict[str, Any]  # see `embedding_summary`
     n: int
+    # The rows of `embedding["sample"]`: "probabilities" (rows, k) and "image_stats" (statistic
+    # -> rows values). None in references written before it was kept.
+    sample: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +69,7 @@ class DriftReference:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DriftReference:
         expected = {f.name for f in fields(cls)}
-        if set(values) != expected:
+        if set(values) | {"sample"} != expected:
             raise ValueError(
                 f"not a drift reference: missing {sorted(expected - set(values))}, "
                 f"unexpected {sorted(set(values) - expected)}"
@@ -90,16 +97,30 @@ def drift_reference(
     n, k = _check(probs, truth, pixels, embeddings, classes)
     confidence = probs.max(axis=1)
     counts, edges = np.histogram(confidence, bins=CONFIDENCE_BINS, range=(0.0, 1.0))
+    statistics = per_image_statistics(pixels)
+    rows = sample_rows(n, max_sample, seed)
     return DriftReference(
         classes=list(classes),
         class_prior=_shares(probs.argmax(axis=1), k),
         label_prior=_shares(truth, k),
         confidence_histogram={"edges": edges.tolist(), "counts": counts.tolist()},
         confidence_mean=float(confidence.mean()),
-        image_stats=image_statistics(pixels),
+        image_stats={name: summary(values) for name, values in statistics.items()},
         embedding=embedding_summary(embeddings, max_sample, seed),
         n=n,
+        sample={
+            "probabilities": probs[rows].tolist(),
+            "image_stats": {name: values[rows].tolist() for name, values in statistics.items()},
+        },
     )
+
+
+def sample_rows(n: int, max_sample: int, seed: int) -> NDArray[np.intp]:
+    """At most ``max_sample`` of ``n`` row indices, drawn without replacement by
+    ``numpy.random.default_rng(seed)``, in their original order."""
+    if max_sample < 1:
+        raise ValueError(f"max_sample must be at least 1, got {max_sample}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_sample), replace=False))
 
 
 def image_statistics(pixels: NDArray[Any]) -> dict[str, dict[str, float]]:
@@ -134,10 +155,8 @@ def embedding_summary(
     matrix = np.asarray(embeddings, dtype=np.float64)
     if matrix.ndim != 2 or matrix.size == 0:
         raise ValueError(f"embeddings must be (n >= 1, dim >= 1), got {matrix.shape}")
-    if max_sample < 1:
-        raise ValueError(f"max_sample must be at least 1, got {max_sample}")
     n, dim = matrix.shape
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_sample), replace=False))
+    rows = sample_rows(n, max_sample, seed)
     sample = projected(matrix[rows])
     projection = None
     if dim > MAX_SAMPLED_DIM:

@@ -266,6 +266,105 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class MonitoredVersion(Base):
+    """A model version the monitor watches: its drift reference (copied from the version's
+    `drift_reference.json` when announced) and the alarm rule calibrated on it."""
+
+    __tablename__ = "monitored_versions"
+
+    model_name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    storage_uri: Mapped[str] = mapped_column(sa.String(1024))
+    reference: Mapped[dict[str, Any] | None]
+    alarm_rule: Mapped[dict[str, Any] | None]  # threshold, allowance, budget
+    energy_kwh: Mapped[float | None]  # of its training run (CodeCarbon)
+    emissions_kg_co2e: Mapped[float | None]
+    promoted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ObservedPrediction(Base):
+    """One served prediction as the monitor keeps it: PHI-free by construction (the event's
+    probabilities, image statistics, projected embedding and scanner model, never a picture).
+    ``window_id`` is set once a drift window has taken it."""
+
+    __tablename__ = "observed_predictions"
+    __table_args__ = (
+        sa.Index("ix_observed_predictions_stream", "model_name", "model_version", "segment"),
+    )
+
+    seq: Mapped[int] = mapped_column(primary_key=True)  # arrival order: windows follow it
+    prediction_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    request_id: Mapped[str] = mapped_column(sa.String(64))
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    model_version: Mapped[int]
+    segment: Mapped[str] = mapped_column(sa.String(256))  # "manufacturer/model", or "unknown"
+    predicted: Mapped[str] = mapped_column(sa.String(64))
+    probabilities: Mapped[dict[str, Any]]  # plane -> probability
+    image_stats: Mapped[dict[str, Any]]
+    embedding: Mapped[dict[str, Any]]  # {"values": [...]}
+    compute_device: Mapped[str] = mapped_column(sa.String(256), default="")
+    occurred_at: Mapped[datetime]
+    window_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("drift_windows.id", ondelete="SET NULL"), index=True
+    )
+
+
+class Feedback(Base):
+    """A clinician's true plane for a served prediction; it may arrive before the prediction
+    (the two join by ``prediction_id`` whenever both are known)."""
+
+    __tablename__ = "feedback"
+
+    prediction_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    true_plane: Mapped[Plane] = mapped_column(string_enum(Plane, "true_plane"))
+    reviewer: Mapped[str] = mapped_column(sa.String(128))  # pseudonymous
+    given_at: Mapped[datetime]
+
+
+class DriftWindow(Base):
+    """One closed window of a stream (model version x scanner segment): every test's outcome,
+    the combined evidence, and the alarm's state after it."""
+
+    __tablename__ = "drift_windows"
+    __table_args__ = (sa.UniqueConstraint("model_name", "model_version", "segment", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    model_version: Mapped[int]
+    segment: Mapped[str] = mapped_column(sa.String(256))
+    number: Mapped[int]  # 1, 2, … within the stream
+    size: Mapped[int]
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    outcomes: Mapped[dict[str, Any]]  # test -> statistic, p_value, threshold, drifted
+    p_value: Mapped[float]  # the window's evidence: the Bonferroni-adjusted smallest p-value
+    estimate: Mapped[dict[str, Any] | None]  # label-free performance (CBPE)
+    cusum: Mapped[float]
+    alarm_active: Mapped[bool]
+    episode: Mapped[int]
+    fired: Mapped[bool]  # an alarm episode started with this window
+    created_at: Mapped[datetime] = _created_at()
+
+
+class RetrainingRequest(Base):
+    """What an alarm episode asked for: one row per episode (its id is the request's key), and
+    when the request was published; unpublished with auto-retraining off (a recommendation)."""
+
+    __tablename__ = "retraining_requests"
+
+    request_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    model_version: Mapped[int]
+    segment: Mapped[str] = mapped_column(sa.String(256))
+    episode: Mapped[int]
+    reason: Mapped[dict[str, Any]]
+    traceparent: Mapped[str | None] = mapped_column(sa.String(64))
+    automatic: Mapped[bool]
+    published_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created_at()
+
+
 # Who writes each table (DESIGN.md: each service owns its rows). Another service reads a table
 # only through its owner's read interface: the catalog's is `fetalmlops.common.db.catalog`.
 # The registry's tables are the trainer's until the closed loop has a service of its own.
@@ -279,4 +378,9 @@ OWNERS: dict[str, str] = {
     Deployment.__tablename__: "trainer",
     AuditEntry.__tablename__: "trainer",
     Report.__tablename__: "monitor",
+    MonitoredVersion.__tablename__: "monitor",
+    ObservedPrediction.__tablename__: "monitor",
+    Feedback.__tablename__: "monitor",
+    DriftWindow.__tablename__: "monitor",
+    RetrainingRequest.__tablename__: "monitor",
 }

@@ -1,0 +1,85 @@
+"""Rows as the drift tests take them: a version's drift reference, and a window of predictions.
+
+The reference is the trainer's `drift_reference.json` (`fetalmlops.trainer.reference`, read as
+plain JSON: the monitor imports no trainer code); its ``sample`` keeps whole rows of the
+held-out split. A window is the monitor's stored predictions, whose image statistics and
+projected embeddings the inference service computed with the same `fetalmlops.imaging`
+functions. Rows of the reference are distinct images of a patient-level split, one block each;
+a window's rows are blocked by request, the frames of one study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC
+from typing import Any
+
+import numpy as np
+
+from fetalmlops.common.db import ObservedPrediction
+from fetalmlops.monitor.drift.base import GREY_LEVEL_STATISTICS, Reference, Window
+from fetalmlops.v1 import predictions_pb2
+
+
+class NoSample(ValueError):
+    """A reference without whole rows (written before they were kept): nothing to test on."""
+
+
+def reference_of(document: Mapping[str, Any]) -> Reference:
+    """The drift tests' reference from a drift reference document; NoSample without rows."""
+    sample = document.get("sample")
+    if not sample:
+        raise NoSample("the version's drift reference keeps no sample rows")
+    classes = tuple(document["classes"])
+    probabilities = np.asarray(sample["probabilities"], dtype=np.float64)
+    statistics = sample["image_stats"]
+    return Reference(
+        classes=classes,
+        class_prior=np.asarray(document["class_prior"], dtype=np.float64),
+        probabilities=probabilities,
+        image_stats=np.column_stack([statistics[name] for name in GREY_LEVEL_STATISTICS]),
+        features=GREY_LEVEL_STATISTICS,
+        embeddings=np.asarray(document["embedding"]["sample"], dtype=np.float64),
+        blocks=np.arange(len(probabilities)),
+        prior_studies=float(document["n"]),  # the prior was counted on the whole split
+    )
+
+
+def observed(event: predictions_pb2.PredictionMade) -> ObservedPrediction:
+    """The row the monitor keeps of a prediction event (all of it PHI-free)."""
+    statistics = event.image_statistics
+    device = event.device
+    return ObservedPrediction(
+        prediction_id=event.prediction_id,
+        request_id=event.request_id,
+        model_name=event.model_name,
+        model_version=event.model_version,
+        segment=segment(device.manufacturer, device.model),
+        predicted=event.predicted_plane,
+        probabilities=dict(event.probabilities),
+        image_stats={name: getattr(statistics, name) for name in GREY_LEVEL_STATISTICS},
+        embedding={"values": list(event.embedding_summary)},
+        compute_device=event.compute_device,
+        occurred_at=event.meta.occurred_at.ToDatetime(tzinfo=UTC),
+    )
+
+
+def segment(manufacturer: str, model: str) -> str:
+    """The scanner segment a prediction is watched in: "manufacturer/model", or "unknown"."""
+    return "/".join(part for part in (manufacturer, model) if part) or "unknown"
+
+
+def window_of(rows: Sequence[ObservedPrediction], classes: Sequence[str]) -> Window:
+    """The drift tests' window of ``rows``, columns in the reference's order."""
+    index = {plane: i for i, plane in enumerate(classes)}
+    return Window(
+        probabilities=np.array(
+            [[row.probabilities.get(plane, 0.0) for plane in classes] for row in rows]
+        ),
+        image_stats=np.array(
+            [[row.image_stats[name] for name in GREY_LEVEL_STATISTICS] for row in rows]
+        ),
+        embeddings=np.array([row.embedding["values"] for row in rows], dtype=np.float64),
+        predicted=np.array([index[row.predicted] for row in rows], dtype=np.int64),
+        blocks=np.array([row.request_id for row in rows]),
+    )

@@ -1,0 +1,43 @@
+"""The monitor's own settings (``FETALMLOPS_MONITOR_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAME = "monitor"
+
+
+class MonitorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FETALMLOPS_MONITOR_", extra="ignore", frozen=True)
+
+    window_size: int = Field(
+        50,
+        ge=10,
+        le=128,
+        description="Predictions in a drift window, per model version and scanner segment "
+        "(at most half the drift reference's sample, which alarm calibration splits).",
+    )
+    false_alarms_per_10k: float = Field(
+        0.5,
+        gt=0,
+        description="The alarm's budget: false alarm episodes per 10,000 predictions with "
+        "nothing changed, to which its threshold is calibrated on each version's reference.",
+    )
+    calibration_windows: int = Field(
+        120, ge=20, description="No-shift windows split off the reference to calibrate the alarm."
+    )
+    auto_retrain: bool = Field(
+        True,
+        description="Publish `fetal.training.requested` when an alarm episode starts; false: "
+        "record it as a recommendation in the report only.",
+    )
+    tokens: dict[str, list[str]] = Field(
+        {},
+        repr=False,
+        description='Bearer tokens and their scopes (JSON), e.g. `{"s3cret": ["reports:read"]}`. '
+        "With none, the reports and dashboard answer on a loopback address only.",
+    )
+    carbon_intensity_g_per_kwh: float = Field(
+        56.0, ge=0, description="The site grid's carbon intensity (gCO2e/kWh; France's default)."
+    )

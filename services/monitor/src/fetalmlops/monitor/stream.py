@@ -1,0 +1,356 @@
+"""The monitor's consumers: predictions into drift windows, feedback, the versions it watches,
+and the retraining requests its alarms make.
+
+Each handler writes its rows in one transaction and returns; the consumer commits the offset
+only then, so nothing is lost. A replay is idempotent: a prediction or feedback already kept is
+not kept again, windows are cut in arrival order from the predictions no window has taken (and
+a prediction names its window in the same transaction), and an alarm episode's request has a
+key made of the version, segment and episode, so it is written once. Requests are an outbox:
+written with the window that fired, published after the commit, marked published after that;
+a crash between the two publishes it on the next event, under the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from opentelemetry import trace
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from fetalmlops.common import model_version
+from fetalmlops.common.bus import Record, Rejected, publish_event, read_event
+from fetalmlops.common.clients import Clients
+from fetalmlops.common.db import (
+    DriftWindow,
+    Feedback,
+    MonitoredVersion,
+    ObservedPrediction,
+    RetrainingRequest,
+    session_scope,
+)
+from fetalmlops.common.db.columns import utcnow
+from fetalmlops.common.planes import plane_from_proto
+from fetalmlops.common.settings import Settings
+from fetalmlops.common.store import ObjectNotFound
+from fetalmlops.common.telemetry.tracing import extract, inject
+from fetalmlops.monitor import metrics
+from fetalmlops.monitor.drift.alarm import AlarmRule, AlarmState, step
+from fetalmlops.monitor.drift.base import Reference
+from fetalmlops.monitor.estimate import estimated
+from fetalmlops.monitor.samples import NoSample, observed, reference_of, window_of
+from fetalmlops.monitor.settings import MonitorSettings
+from fetalmlops.monitor.verdicts import alarm_rule, evidence, verdict
+from fetalmlops.v1 import feedback_pb2, models_pb2, predictions_pb2, training_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Monitor:
+    settings: Settings
+    own: MonitorSettings
+    clients: Clients
+
+    @property
+    def engine(self) -> Engine:
+        return self.clients.engine
+
+    # --- predictions -------------------------------------------------------------------------
+
+    def on_prediction(self, record: Record) -> None:
+        event = read_event(record)
+        if not isinstance(event, predictions_pb2.PredictionMade):
+            raise Rejected(f"expected PredictionMade, got {type(event).__name__}")
+        if not event.prediction_id or not event.model_name:
+            raise Rejected("the prediction names no prediction id or no model")
+        row = observed(event)
+        with session_scope(self.engine) as session:
+            if _known(session, row.prediction_id):
+                return
+            session.add(row)
+            session.flush()
+            version = session.get(MonitoredVersion, (row.model_name, row.model_version))
+            if version is not None:
+                self.close_windows(session, version, row.segment)
+        metrics.PREDICTIONS.labels(row.model_name, str(row.model_version)).inc()
+        self.publish_requests()
+
+    def close_windows(self, session: Session, version: MonitoredVersion, segment: str) -> None:
+        """Every full window of the stream's predictions no window has taken yet."""
+        if version.reference is None or version.alarm_rule is None:
+            return
+        reference = reference_of(version.reference)
+        rule = AlarmRule(**version.alarm_rule)
+        stream = (
+            ObservedPrediction.model_name == version.model_name,
+            ObservedPrediction.model_version == version.version,
+            ObservedPrediction.segment == segment,
+        )
+        pending = session.scalars(
+            select(ObservedPrediction)
+            .where(*stream, ObservedPrediction.window_id.is_(None))
+            .order_by(ObservedPrediction.seq)
+        ).all()
+        size = self.own.window_size
+        last = self.last_window(session, version, segment)
+        for start in range(0, len(pending) - size + 1, size):
+            last = self.close(
+                session, version, segment, reference, rule, pending[start : start + size], last
+            )
+
+    def close(
+        self,
+        session: Session,
+        version: MonitoredVersion,
+        segment: str,
+        reference: Reference,
+        rule: AlarmRule,
+        rows: Sequence[ObservedPrediction],
+        last: DriftWindow | None,
+    ) -> DriftWindow:
+        window_rows = window_of(rows, reference.classes)
+        found = verdict(reference, window_rows)
+        state = AlarmState() if last is None else _state(last)
+        state, fired = step(rule, state, evidence(found))
+        window = DriftWindow(
+            model_name=version.model_name,
+            model_version=version.version,
+            segment=segment,
+            number=state.windows,
+            size=len(rows),
+            first_at=rows[0].occurred_at,
+            last_at=rows[-1].occurred_at,
+            outcomes=found.outcomes_dict(),
+            p_value=found.p_value,
+            estimate=estimated(window_rows.probabilities, reference.classes).to_dict(),
+            cusum=state.cusum,
+            alarm_active=state.active,
+            episode=state.episode,
+            fired=fired,
+        )
+        session.add(window)
+        session.flush()
+        for row in rows:
+            row.window_id = window.id
+        metrics.observe_window(window, found.outcomes)
+        if fired:
+            session.add(self.request_for(window, found.strongest, rule, found.outcomes))
+        return window
+
+    @staticmethod
+    def last_window(
+        session: Session, version: MonitoredVersion, segment: str
+    ) -> DriftWindow | None:
+        return session.scalars(
+            select(DriftWindow)
+            .where(
+                DriftWindow.model_name == version.model_name,
+                DriftWindow.model_version == version.version,
+                DriftWindow.segment == segment,
+            )
+            .order_by(DriftWindow.number.desc())
+            .limit(1)
+        ).first()
+
+    def request_for(
+        self, window: DriftWindow, test: str | None, rule: AlarmRule, outcomes: dict[str, Any]
+    ) -> RetrainingRequest:
+        identity = (
+            f"{window.model_name}\x1f{window.model_version}\x1f{window.segment}\x1f{window.episode}"
+        )
+        strongest = outcomes.get(test) if test else None
+        reason = {
+            "test": test or "",
+            "statistic": 0.0
+            if strongest is None or strongest.statistic != strongest.statistic
+            else strongest.statistic,
+            "p_value": window.p_value,
+            "window": window.number,
+            "cusum": window.cusum,
+            "threshold": rule.threshold,
+        }
+        log.warning(
+            "drift alarm",
+            extra={"model": window.model_name, "model_version": window.model_version,
+                   "segment": window.segment, "episode": window.episode, "test": test},
+        )  # fmt: skip
+        metrics.ALARMS.labels(window.model_name, str(window.model_version), window.segment).inc()
+        return RetrainingRequest(
+            request_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
+            model_name=window.model_name,
+            model_version=window.model_version,
+            segment=window.segment,
+            episode=window.episode,
+            reason=reason,
+            traceparent=dict(inject()).get("traceparent", b"").decode() or None,
+            automatic=self.own.auto_retrain,
+        )
+
+    def publish_requests(self) -> None:
+        """Publish the requests written and not yet published (the outbox), oldest first."""
+        with session_scope(self.engine) as session:
+            waiting = session.scalars(
+                select(RetrainingRequest)
+                .where(RetrainingRequest.automatic, RetrainingRequest.published_at.is_(None))
+                .order_by(RetrainingRequest.created_at)
+            ).all()
+            for request in waiting:
+                self.publish(request)
+                request.published_at = utcnow()
+
+    def publish(self, request: RetrainingRequest) -> None:
+        headers = [("traceparent", request.traceparent.encode())] if request.traceparent else []
+        tracer = trace.get_tracer(__name__)
+        with tracer.start_as_current_span(
+            "drift alarm: retraining requested", context=extract(headers)
+        ):
+            publish_event(
+                self.clients.bus,
+                self.settings.topics.training_requested,
+                request.request_id,
+                training_event(request),
+                self.settings.service_name,
+            )
+
+    # --- feedback ----------------------------------------------------------------------------
+
+    def on_feedback(self, record: Record) -> None:
+        event = read_event(record)
+        if not isinstance(event, feedback_pb2.FeedbackGiven):
+            raise Rejected(f"expected FeedbackGiven, got {type(event).__name__}")
+        plane = plane_from_proto(event.true_plane)
+        if not event.prediction_id or plane is None:
+            raise Rejected("the feedback names no prediction or no plane this build knows")
+        with session_scope(self.engine) as session:
+            given = session.get(Feedback, event.prediction_id)
+            if given is None:
+                session.add(
+                    Feedback(
+                        prediction_id=event.prediction_id,
+                        true_plane=plane,
+                        reviewer=event.reviewer or "unknown",
+                        given_at=event.meta.occurred_at.ToDatetime(tzinfo=UTC),
+                    )
+                )
+            else:  # a correction: the latest reading stands
+                given.true_plane, given.reviewer = plane, event.reviewer or given.reviewer
+        metrics.FEEDBACK.inc()
+
+    # --- model versions ----------------------------------------------------------------------
+
+    def on_model(self, record: Record) -> None:
+        event = read_event(record)
+        if isinstance(event, models_pb2.ModelTrained):
+            self.watch(event)
+        elif isinstance(event, models_pb2.ModelPromoted):
+            with session_scope(self.engine) as session:
+                version = session.get(MonitoredVersion, (event.model_name, event.version))
+                if version is None:
+                    version = self.new_version(event.model_name, event.version, event.storage_uri)
+                    session.add(version)
+                version.promoted_at = event.meta.occurred_at.ToDatetime(tzinfo=UTC)
+        else:
+            raise Rejected(f"expected ModelTrained or ModelPromoted, got {type(event).__name__}")
+
+    def watch(self, event: models_pb2.ModelTrained) -> None:
+        with session_scope(self.engine) as session:
+            version = session.get(MonitoredVersion, (event.model_name, event.version))
+            if version is None:
+                version = self.new_version(event.model_name, event.version, event.storage_uri)
+                session.add(version)
+            version.energy_kwh = event.energy_kwh or None
+            version.emissions_kg_co2e = event.emissions_kg_co2e or None
+            session.flush()
+            for segment in session.scalars(
+                select(ObservedPrediction.segment)
+                .where(
+                    ObservedPrediction.model_name == version.model_name,
+                    ObservedPrediction.model_version == version.version,
+                    ObservedPrediction.window_id.is_(None),
+                )
+                .distinct()
+            ):
+                self.close_windows(session, version, segment)
+        self.publish_requests()
+
+    def new_version(self, model_name: str, number: int, storage_uri: str) -> MonitoredVersion:
+        """The version's row, its reference read from the store and its alarm calibrated on it
+        (a version without a usable reference is watched for performance and carbon only)."""
+        document = self.drift_reference(storage_uri)
+        rule = None
+        if document is not None:
+            try:
+                reference = reference_of(document)
+                rule = alarm_rule(
+                    reference,
+                    self.own.window_size,
+                    self.own.calibration_windows,
+                    self.own.false_alarms_per_10k,
+                )
+            except (NoSample, ValueError) as exc:
+                log.warning(
+                    "no drift alarm for this version",
+                    extra={"model": model_name, "model_version": number, "reason": str(exc)},
+                )
+        return MonitoredVersion(
+            model_name=model_name,
+            version=number,
+            storage_uri=storage_uri,
+            reference=document,
+            alarm_rule=None
+            if rule is None
+            else {"threshold": rule.threshold, "allowance": rule.allowance, "budget": rule.budget},
+        )
+
+    def drift_reference(self, storage_uri: str) -> dict[str, Any] | None:
+        bucket, _, prefix = storage_uri.removeprefix("s3://").partition("/")
+        key = prefix.rstrip("/") + "/" + model_version.DRIFT_REFERENCE
+        try:
+            document: dict[str, Any] = json.loads(self.clients.store.get(bucket, key))
+        except ObjectNotFound:
+            return None
+        return document
+
+
+def training_event(request: RetrainingRequest) -> training_pb2.TrainingRequested:
+    reason = request.reason
+    return training_pb2.TrainingRequested(
+        request_id=request.request_id,
+        model_name=request.model_name,
+        reason="drift",
+        drift=training_pb2.DriftAlarm(
+            model_name=request.model_name,
+            model_version=request.model_version,
+            segment=request.segment,
+            episode=request.episode,
+            window=reason["window"],
+            test=reason["test"],
+            statistic=reason["statistic"],
+            p_value=reason["p_value"],
+            cusum=reason["cusum"],
+            threshold=reason["threshold"],
+        ),
+    )
+
+
+def _known(session: Session, prediction_id: str) -> bool:
+    found = session.scalars(
+        select(ObservedPrediction.seq).where(ObservedPrediction.prediction_id == prediction_id)
+    ).first()
+    return found is not None
+
+
+def _state(window: DriftWindow) -> AlarmState:
+    return AlarmState(
+        cusum=window.cusum,
+        active=window.alarm_active,
+        episode=window.episode,
+        windows=window.number,
+    )

@@ -1,0 +1,120 @@
+"""The monitor's consumers on the embedded stack: a version watched from its drift reference,
+predictions cut into windows, an alarm when the scanner changes, exactly one retraining request
+per episode, replays that change nothing, and feedback kept for performance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from fetalmlops.common.bus import Rejected
+from fetalmlops.common.db import (
+    DriftWindow,
+    Feedback,
+    MonitoredVersion,
+    ObservedPrediction,
+    RetrainingRequest,
+    session_scope,
+)
+from fetalmlops.common.planes import Plane
+from fetalmlops.v1 import feedback_pb2, labels_pb2
+
+from .served import (
+    MODEL,
+    WINDOW,
+    count,
+    drift_reference,
+    monitor_at,
+    predictions,
+    records,
+    requested,
+    stream,
+    trained,
+)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, object]:
+    return drift_reference()
+
+
+def test_a_scanner_change_raises_one_alarm_and_one_request(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    monitor = monitor_at(tmp_path, reference)
+    trained(monitor)
+    steady = predictions(20 * WINDOW, seed=1)
+    shifted = predictions(10 * WINDOW, seed=2, brightness=0.08)
+    stream(monitor, steady)
+    assert count(monitor, RetrainingRequest) == 0  # 20 windows of the reference's scanner
+
+    stream(monitor, shifted)
+    with session_scope(monitor.engine) as session:
+        windows = session.scalars(select(DriftWindow).order_by(DriftWindow.number)).all()
+        first_alarm = next(w.number for w in windows if w.fired)
+        assert [w.number for w in windows] == list(range(1, 31))
+        assert sum(w.fired for w in windows) == 1
+        assert windows[-1].alarm_active  # the shift persists: one long episode
+    delay = (first_alarm - 20) * WINDOW
+    assert delay <= 200, f"{delay} predictions after the change"
+    (request,) = requested(monitor)
+    assert request.reason == "drift" and request.model_name == MODEL
+    assert request.drift.model_version == 1 and request.drift.segment == "Sonora/X9"
+    assert request.drift.episode == 1 and request.drift.window == first_alarm
+    assert request.drift.test and request.drift.cusum >= request.drift.threshold > 0
+
+    stream(monitor, steady + shifted)  # a replay of everything: nothing new
+    assert count(monitor, ObservedPrediction) == 30 * WINDOW
+    assert count(monitor, DriftWindow) == 30
+    assert requested(monitor) == [request]
+
+
+def test_predictions_before_their_version_are_windowed_once_it_is_known(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    monitor = monitor_at(tmp_path, reference)
+    stream(monitor, predictions(3 * WINDOW + 7, seed=3))
+    assert count(monitor, DriftWindow) == 0
+    trained(monitor)
+    assert count(monitor, DriftWindow) == 3
+    with session_scope(monitor.engine) as session:
+        version = session.get(MonitoredVersion, (MODEL, 1))
+        assert version is not None and version.alarm_rule is not None
+        assert version.energy_kwh == pytest.approx(0.2)
+        left = session.scalar(select(func.count()).where(ObservedPrediction.window_id.is_(None)))
+        assert left == 7
+
+
+def test_with_auto_retraining_off_an_alarm_is_a_recommendation(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    monitor = monitor_at(tmp_path, reference, auto_retrain=False)
+    trained(monitor)
+    stream(monitor, predictions(8 * WINDOW, seed=4, brightness=0.1))
+    with session_scope(monitor.engine) as session:
+        (recommended,) = session.scalars(select(RetrainingRequest)).all()
+        assert not recommended.automatic and recommended.published_at is None
+    assert requested(monitor) == []
+
+
+def test_feedback_is_kept_and_corrected_and_nonsense_is_rejected(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    monitor = monitor_at(tmp_path, reference)
+    topic = monitor.settings.topics.feedback
+    first = feedback_pb2.FeedbackGiven(
+        prediction_id="p-1", true_plane=labels_pb2.PLANE_FETAL_FEMUR, reviewer="r1"
+    )
+    corrected = feedback_pb2.FeedbackGiven(
+        prediction_id="p-1", true_plane=labels_pb2.PLANE_FETAL_BRAIN, reviewer="r2"
+    )
+    for record in records(topic, [("p-1", first), ("p-1", corrected)]):
+        monitor.on_feedback(record)
+    with session_scope(monitor.engine) as session:
+        (kept,) = session.scalars(select(Feedback)).all()
+        assert (kept.true_plane, kept.reviewer) == (Plane.FETAL_BRAIN, "r2")
+    (nonsense,) = records(topic, [("p-2", feedback_pb2.FeedbackGiven(prediction_id="p-2"))])
+    with pytest.raises(Rejected, match="no plane"):
+        monitor.on_feedback(nonsense)
