@@ -19,7 +19,8 @@ from fetalmlops.common.db import (
     session_scope,
 )
 from fetalmlops.common.planes import Plane
-from fetalmlops.v1 import feedback_pb2, labels_pb2
+from fetalmlops.monitor import reports
+from fetalmlops.v1 import feedback_pb2, labels_pb2, predictions_pb2
 
 from .served import (
     MODEL,
@@ -118,3 +119,31 @@ def test_feedback_is_kept_and_corrected_and_nonsense_is_rejected(
     (nonsense,) = records(topic, [("p-2", feedback_pb2.FeedbackGiven(prediction_id="p-2"))])
     with pytest.raises(Rejected, match="no plane"):
         monitor.on_feedback(nonsense)
+
+
+def test_energy_accounts_become_carbon_per_1000_inferences(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    monitor = monitor_at(tmp_path, reference)
+    topic = monitor.settings.topics.inference_energy
+    windows = []
+    for n, (joules, served) in enumerate([(3600.0, 400), (1800.0, 100)]):
+        account = predictions_pb2.InferenceEnergy(
+            account_id=f"pod-a/{n}", model_name=MODEL, model_version=1, compute_device="cpu",
+            energy_joules=joules, requests=served, predictions=served,
+            method="CPU estimated from CPU load × TDP",
+        )  # fmt: skip
+        windows.append((account.account_id, account))
+    for record in records(topic, windows + windows):  # each window delivered twice
+        monitor.on_energy(record)
+    with session_scope(monitor.engine) as session:
+        (footprint,) = reports.carbon(session, 50.0)["per_1000_inferences"]
+    # 5400 J = 1.5 Wh over 500 predictions: 3 Wh, 0.15 g CO2e per 1,000 at 50 g/kWh.
+    assert footprint["kwh_per_1000"] == pytest.approx(0.003)
+    assert footprint["g_co2e_per_1000"] == pytest.approx(0.15)
+    assert footprint["methods"] == ["CPU estimated from CPU load × TDP"]
+    (negative,) = records(
+        topic, [("x", predictions_pb2.InferenceEnergy(account_id="x", energy_joules=-1))]
+    )
+    with pytest.raises(Rejected, match="negative"):
+        monitor.on_energy(negative)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from fetalmlops.carbon.tracking import Footprint
 from fetalmlops.common.planes import Plane
 from fetalmlops.trainer.backbones import Strategy
-from fetalmlops.trainer.carbon import Footprint
 from fetalmlops.trainer.card import CONFUSION_MATRIX, RELIABILITY_DIAGRAM, CardFacts, model_card
 from fetalmlops.trainer.efficiency import Efficiency
 from fetalmlops.trainer.evaluation import Evaluation, evaluate

@@ -33,6 +33,7 @@ EVENT_TYPES: dict[str, type[Message]] = {
         models_pb2.ModelTrained,
         models_pb2.ModelPromoted,
         predictions_pb2.PredictionMade,
+        predictions_pb2.InferenceEnergy,
         feedback_pb2.FeedbackGiven,
     )
 }

@@ -60,6 +60,10 @@ class Topics(BaseModel):
     feedback: str = Field(
         "fetal.feedback", description="Clinicians' true planes (clinical apps → monitor)."
     )
+    inference_energy: str = Field(
+        "fetal.inference.energy",
+        description="Energy accounts per window of serving (inference → monitor).",
+    )
     deadletter: str = Field(
         "fetal.deadletter", description="Messages a consumer gave up on, with the error in headers."
     )

@@ -1,5 +1,8 @@
+import datetime
+
 from fetalmlops.v1 import common_pb2 as _common_pb2
 from fetalmlops.v1 import images_pb2 as _images_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -60,3 +63,29 @@ class ImageStatistics(_message.Message):
     columns: int
     dark_fraction: float
     def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., p05: _Optional[float] = ..., p95: _Optional[float] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., dark_fraction: _Optional[float] = ...) -> None: ...
+
+class InferenceEnergy(_message.Message):
+    __slots__ = ("meta", "account_id", "model_name", "model_version", "compute_device", "window_start", "window_end", "energy_joules", "requests", "predictions", "method")
+    META_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_JOULES_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.EventMeta
+    account_id: str
+    model_name: str
+    model_version: int
+    compute_device: str
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    energy_joules: float
+    requests: int
+    predictions: int
+    method: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., account_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., compute_device: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., energy_joules: _Optional[float] = ..., requests: _Optional[int] = ..., predictions: _Optional[int] = ..., method: _Optional[str] = ...) -> None: ...

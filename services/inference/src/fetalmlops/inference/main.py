@@ -13,9 +13,10 @@ the process with the reason, so a deployment error is loud (and Kubernetes retri
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
 from fetalmlops.common.telemetry import configure_logging, configure_tracing
 from fetalmlops.inference.archive import Archive, ArchiveError, open_version
+from fetalmlops.inference.energy import Accountant
 from fetalmlops.inference.guard import ServeRefused
 from fetalmlops.inference.limits import ImageLimits
 from fetalmlops.inference.predictor import Options, PlanePredictor
@@ -37,6 +39,7 @@ from fetalmlops.inference.publisher import PredictionPublisher
 from fetalmlops.inference.reload import Follower, follow
 from fetalmlops.inference.server import model_ready, serve
 from fetalmlops.inference.settings import SERVICE_NAME, InferenceSettings
+from fetalmlops.v1 import predictions_pb2
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class Serving:
     readiness: dict[str, ReadinessCheck]
     bus: Bus
     publisher: PredictionPublisher
+    accountant: Accountant | None = None
 
 
 def build(
@@ -57,11 +61,25 @@ def build(
     source = own.model_uri if source is None else source
     bus = open_bus(settings)
     publisher = PredictionPublisher(bus, settings.topics.predictions, settings.service_name)
+    accountant = (
+        Accountant(
+            bus, settings.topics.inference_energy, settings.service_name, socket.gethostname(),
+            own.energy_window_s, own.country_iso_code,
+        )
+        if own.energy_window_s > 0
+        else None
+    )  # fmt: skip
+
+    def publish(events: Sequence[predictions_pb2.PredictionMade]) -> None:
+        if accountant is not None:
+            accountant.tally.count(events)
+        publisher.submit(events)
+
     options = Options(
         max_batch_size=own.max_batch_size,
         max_batch_delay_ms=own.max_batch_delay_ms,
         explain_timeout_s=own.explain_timeout_s,
-        publish=publisher.submit,
+        publish=publish,
         parallel_runs=own.parallel_runs,
         limits=ImageLimits(own.max_pixels, own.max_side, own.max_frames, own.max_request_images),
         max_concurrent_decodes=own.max_concurrent_decodes,
@@ -74,7 +92,7 @@ def build(
         publisher.close()
         bus.close()
         raise
-    return Serving(predictors, {"model": model_ready(predictors)}, bus, publisher)
+    return Serving(predictors, {"model": model_ready(predictors)}, bus, publisher, accountant)
 
 
 def open_predictor(
@@ -114,6 +132,8 @@ def run_serving(
     Raises ServeRefused before serving when the bearer-token rules forbid it.
     """
     return_large_blocks()  # decoded pictures are freed back to the system, not kept per thread
+    if serving.accountant is not None:
+        serving.accountant.start()
     followings = []
     if own.reload_on_promotion:
         topics = settings.topics
@@ -127,6 +147,8 @@ def run_serving(
     finally:
         for following in followings:
             following.close()
+        if serving.accountant is not None:
+            serving.accountant.close()
         serving.publisher.close()
         serving.bus.close()
         provider = trace.get_tracer_provider()

@@ -80,6 +80,17 @@ class InferenceSettings(BaseSettings):
         description="Requests whose images are decoded at once: each decode holds a full-size "
         "picture (up to `max_pixels`) and its copies.",
     )
+    energy_window_s: float = Field(
+        60.0,
+        ge=0,
+        description="Energy is accounted per window of this many seconds and sent to "
+        "`fetal.inference.energy` for the monitor's carbon per 1,000 inferences; 0 turns it off.",
+    )
+    country_iso_code: str = Field(
+        "FRA",
+        description="Where the service runs (ISO 3166-1 alpha-3), for CodeCarbon's meter; the "
+        "monitor applies the site's own grid intensity to the energy.",
+    )
     max_batch_size: int = Field(
         16, ge=1, description="Most images one model run takes when requests are micro-batched."
     )

@@ -152,11 +152,18 @@ def _estimate_plot(stream: dict[str, Any]) -> str:
 
 def _carbon_plot(carbon: dict[str, Any]) -> str:
     def draw(figure: Figure) -> None:
-        axes = figure.add_subplot()
+        training, serving = figure.subplots(1, 2)
         runs = carbon["training_runs"]
-        labels = [f"{r['model_name']} v{r['model_version']}" for r in runs]
-        axes.bar(labels, [r["emissions_g_co2e"] for r in runs])
-        axes.set(ylabel="g CO2e", title="Training runs (CodeCarbon)")
+        training.bar(
+            [f"v{r['model_version']}" for r in runs], [r["emissions_g_co2e"] for r in runs]
+        )
+        training.set(ylabel="g CO2e", title="per training run (CodeCarbon)")
+        accounts = carbon["per_1000_inferences"]
+        serving.bar(
+            [f"v{a['model_version']} {a['compute_device'].split(' ')[0]}" for a in accounts],
+            [a["g_co2e_per_1000"] or 0.0 for a in accounts],
+        )
+        serving.set(ylabel="g CO2e", title="per 1,000 inferences")
 
     return _figure("carbon", draw)
 
@@ -192,6 +199,15 @@ def _interval(value: dict[str, float]) -> str:
 
 
 def _carbon_text(carbon: dict[str, Any]) -> str:
-    if carbon["per_1000_inferences"]:
-        return ""
-    return f"<p>Per 1,000 inferences: {html.escape(carbon['per_1000_inferences_status'])}.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(a['model_name'])} v{a['model_version']}</td>"
+        f"<td>{html.escape(a['compute_device'])}</td><td>{a['kwh_per_1000']:.3g} kWh</td>"
+        f"<td>{a['g_co2e_per_1000']:.3g} g CO2e</td>"
+        f"<td>{html.escape(', '.join(a['methods']))}</td></tr>"
+        for a in carbon["per_1000_inferences"]
+        if a["kwh_per_1000"] is not None
+    )
+    if not rows:
+        return f"<p>Per 1,000 inferences: {html.escape(carbon['per_1000_inferences_status'])}.</p>"
+    header = "<tr><th>version</th><th>device</th><th colspan=2>per 1,000 inferences</th>"
+    return f"<table>{header}<th>method</th></tr>{rows}</table>"

@@ -7,15 +7,15 @@ matrix can be expected without a label: confidence-based performance estimation,
 NannyML does it (docs "How it works: CBPE"), here for one k-class image classifier.
 
 * The expected confusion matrix is ``E[C[i, j]] = Σ_rows p_row[i] · 1[pred_row = j]`` (rows the
-  truth, columns the prediction, as in `fetalmlops.monitor.performance`).
+  truth, columns the prediction, as in `fetalmlops.metrics.classification`).
 * Expected accuracy is its trace over n, i.e. the mean top probability. Whether each row is
   right is a Bernoulli draw with its own p, so the count right is Poisson-binomial and the
   accuracy's standard error is ``sqrt(Σ p(1 − p)) / n``; the interval is the normal one.
 * Expected macro-F1 is CBPE's: per class, F1 from the expected TP, FP and FN of the expected
   matrix, averaged over the classes with any expected support (every class, for a softmax).
   Its interval comes from simulation: ``draws`` sets of labels drawn from the probabilities,
-  each scored exactly as `performance.macro_f1` scores feedback (over the classes present in
-  the drawn truth).
+  each scored exactly as `fetalmlops.monitor.performance` scores feedback (macro-F1 over the
+  classes present in the drawn truth).
 
 Both intervals are where the *realised* figure of these same rows should land if the
 probabilities are calibrated: they carry the spread of the labels, not an uncertainty of the
@@ -37,14 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fetalmlops.monitor.performance import (
-    Interval,
-    Performance,
-    confusion_matrix,
-    macro_f1,
-    per_class_f1,
-    probability_rows,
-)
+from fetalmlops.metrics import classification
+from fetalmlops.monitor.performance import Interval, Performance
 
 # Simulated labels are drawn as (draws, rows, classes) comparisons: bound them to ~16 MB.
 SIMULATION_CHUNK_CELLS = 16_000_000
@@ -98,7 +92,7 @@ def estimated(
         raise ValueError(f"draws must be at least 1, got {draws}")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    probs = probability_rows(probabilities)
+    probs = classification.probability_rows(probabilities)
     # Within the tolerance rows may be off by 1e-3; the expectations below assume exact sums.
     probs = probs / probs.sum(axis=1, keepdims=True)
     n, k = probs.shape
@@ -111,7 +105,7 @@ def estimated(
     accuracy = float(top.mean())
     se = math.sqrt(float((top * (1 - top)).sum())) / n
     z = NormalDist().inv_cdf((1 + level) / 2)
-    f1 = per_class_f1(expected)
+    f1 = classification.per_class_f1(expected)
 
     simulated = _simulated_macro_f1(probs, predicted, draws, np.random.default_rng(seed))
     tail = (1 - level) / 2
@@ -122,7 +116,7 @@ def estimated(
         n=n,
         accuracy=Interval(accuracy, max(0.0, accuracy - z * se), min(1.0, accuracy + z * se)),
         accuracy_se=se,
-        macro_f1=Interval(float(macro_f1(expected)), low, high),
+        macro_f1=Interval(float(classification.macro_f1(expected, over="truth")), low, high),
         per_class_f1={
             name: None if np.isnan(f1[i]) else float(f1[i]) for i, name in enumerate(classes)
         },
@@ -191,5 +185,6 @@ def _simulated_macro_f1(
         uniform = rng.random((d, n, 1))
         # Inverse-CDF sampling; the clip guards a cumulative sum that rounds to just below 1.
         labels = np.minimum((uniform >= cumulative).sum(axis=2), k - 1)
-        scores.append(macro_f1(confusion_matrix(labels, predicted, k)))
+        confusion = classification.confusion_matrix(labels, predicted, k)
+        scores.append(classification.macro_f1(confusion, over="truth"))
     return np.concatenate(scores)

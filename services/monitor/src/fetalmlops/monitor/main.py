@@ -34,6 +34,7 @@ def build(settings: Settings, own: MonitorSettings | None = None) -> Service:
         ),
         consumer([topics.predictions], "monitor", monitor.on_prediction),
         consumer([topics.feedback], "monitor-feedback", monitor.on_feedback),
+        consumer([topics.inference_energy], "monitor-energy", monitor.on_energy),
     ]
     return Service(settings, app, bus=clients.bus, consumers=consumers)
 

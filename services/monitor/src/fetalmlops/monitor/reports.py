@@ -18,18 +18,21 @@ from sqlalchemy.orm import Session
 
 from fetalmlops.common.db import (
     DriftWindow,
+    EnergyAccount,
     Feedback,
     MonitoredVersion,
     ObservedPrediction,
     RetrainingRequest,
 )
 from fetalmlops.common.planes import Plane
-from fetalmlops.monitor.carbon import per_training_run
+from fetalmlops.metrics.classification import ECE_BINS
+from fetalmlops.metrics.classification import reliability as diagram
+from fetalmlops.monitor.carbon import InferenceAccount, per_thousand_inferences, per_training_run
 from fetalmlops.monitor.estimate import estimated, gap
-from fetalmlops.monitor.performance import ECE_BINS, confidence_bins, measured
+from fetalmlops.monitor.performance import measured
 
 BOOTSTRAP = 500
-NOT_MEASURED = "not measured: the inference service sends no energy accounts yet"
+NOT_MEASURED = "no energy account from the inference service yet"
 
 
 def drift(session: Session, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -125,19 +128,17 @@ def performance(session: Session, model_name: str, version: int) -> dict[str, An
 def reliability(
     probabilities: NDArray[np.float64], truth: NDArray[np.int64]
 ) -> list[dict[str, float]]:
-    """The reliability diagram's bins (those with predictions): confidence against accuracy."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == truth
-    bins = confidence_bins(confidence)
+    """The reliability diagram's bins that hold predictions: confidence against accuracy."""
+    table = diagram(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth)
     return [
         {
             "low": b / ECE_BINS,
             "high": (b + 1) / ECE_BINS,
-            "count": int((bins == b).sum()),
-            "confidence": float(confidence[bins == b].mean()),
-            "accuracy": float(correct[bins == b].mean()),
+            "count": int(table.count[b]),
+            "confidence": float(table.confidence[b]),
+            "accuracy": float(table.accuracy[b]),
         }
-        for b in np.unique(bins)
+        for b in np.flatnonzero(table.count)
     ]
 
 
@@ -164,8 +165,8 @@ def alarms(session: Session) -> list[dict[str, Any]]:
 
 
 def carbon(session: Session, site_intensity_g_per_kwh: float) -> dict[str, Any]:
-    """Per training run (the version's CodeCarbon figures). Per 1,000 inferences needs the
-    inference service's energy accounts, which it does not send yet: said, not invented."""
+    """Per training run (the version's CodeCarbon figures) and per 1,000 inferences (the
+    inference service's energy accounts at the site's grid intensity), each with its method."""
     runs = [
         per_training_run(
             v.model_name, v.version, v.energy_kwh or 0.0, v.emissions_kg_co2e or 0.0,
@@ -174,10 +175,18 @@ def carbon(session: Session, site_intensity_g_per_kwh: float) -> dict[str, Any]:
         for v in session.scalars(select(MonitoredVersion).order_by(MonitoredVersion.created_at))
         if v.energy_kwh is not None
     ]  # fmt: skip
+    accounts = [
+        InferenceAccount(
+            a.model_name, a.model_version, a.compute_device, a.energy_joules, a.requests,
+            a.predictions, a.method,
+        )
+        for a in session.scalars(select(EnergyAccount).order_by(EnergyAccount.window_start))
+    ]  # fmt: skip
+    serving = per_thousand_inferences(accounts, site_intensity_g_per_kwh) if accounts else []
     return {
         "training_runs": runs,
-        "per_1000_inferences": [],
-        "per_1000_inferences_status": NOT_MEASURED,
+        "per_1000_inferences": [footprint.to_dict() for footprint in serving],
+        "per_1000_inferences_status": "measured" if serving else NOT_MEASURED,
     }
 
 

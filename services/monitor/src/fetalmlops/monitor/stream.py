@@ -29,6 +29,7 @@ from fetalmlops.common.bus import Record, Rejected, publish_event, read_event
 from fetalmlops.common.clients import Clients
 from fetalmlops.common.db import (
     DriftWindow,
+    EnergyAccount,
     Feedback,
     MonitoredVersion,
     ObservedPrediction,
@@ -242,6 +243,31 @@ class Monitor:
             else:  # a correction: the latest reading stands
                 given.true_plane, given.reviewer = plane, event.reviewer or given.reviewer
         metrics.FEEDBACK.inc()
+
+    # --- energy ------------------------------------------------------------------------------
+
+    def on_energy(self, record: Record) -> None:
+        event = read_event(record)
+        if not isinstance(event, predictions_pb2.InferenceEnergy):
+            raise Rejected(f"expected InferenceEnergy, got {type(event).__name__}")
+        if not event.account_id or event.energy_joules < 0 or event.predictions < 0:
+            raise Rejected("the energy account has no id, or a negative figure")
+        with session_scope(self.engine) as session:
+            if session.get(EnergyAccount, event.account_id) is None:
+                session.add(
+                    EnergyAccount(
+                        account_id=event.account_id,
+                        model_name=event.model_name,
+                        model_version=event.model_version,
+                        compute_device=event.compute_device,
+                        window_start=event.window_start.ToDatetime(tzinfo=UTC),
+                        window_end=event.window_end.ToDatetime(tzinfo=UTC),
+                        energy_joules=event.energy_joules,
+                        requests=event.requests,
+                        predictions=event.predictions,
+                        method=event.method,
+                    )
+                )
 
     # --- model versions ----------------------------------------------------------------------
 

@@ -4,20 +4,20 @@ Pure functions on plain arrays: the training loop, the registry and the benchmar
 with the labels and the softmax probabilities of a held-out split, and nothing here touches a
 model, a file or a database.
 
-Conventions, chosen to agree with scikit-learn so figures can be checked against it:
+The figures are `fetalmlops.metrics.classification`'s, which the monitor's reports share;
+the choices a model card makes among its conventions:
 
 * An undefined ratio is 0 (scikit-learn's ``zero_division=0``): precision of a class never
   predicted, recall of a class never seen, and the F1 of either.
 * Macro-F1 averages over the classes seen in the truth *or* the predictions (scikit-learn's
   ``f1_score(average="macro")`` without ``labels=``). A class absent from both says nothing of
   the model and would only pull the average down because a split happened to lack it; it is
-  still listed in ``per_class``, with zeros and ``support=0``.
+  still listed in ``per_class``, with zeros and ``support=0``. (The monitor averages over the
+  classes in the truth alone; the two agree whenever every predicted class was also true.)
 * Balanced accuracy is the mean recall over the classes present in the truth
-  (``balanced_accuracy_score``): a prediction of a class with no support costs the recall of the
-  true class, and is not counted twice.
-* Expected calibration error (Guo et al. 2017, eq. 3): the top-class confidence is binned into
-  equal-width bins ``(i/B, (i+1)/B]``, and ECE is the support-weighted mean of
-  ``|accuracy - mean confidence|`` over the non-empty bins.
+  (``balanced_accuracy_score``).
+* Expected calibration error bins the top-class confidence into ``ECE_BINS`` = 15 equal-width
+  bins (Guo et al. 2017, eq. 3), the binning the monitor uses, so the two figures compare.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 
-ECE_BINS = 15
-# float32 softmax rows sum to 1 within ~1e-6; anything further off is not a probability vector
-# (logits passed by mistake, or a sigmoid output).
-ROW_SUM_TOLERANCE = 1e-3
+from fetalmlops.metrics import classification
+
+# The model card names the bin count; it is the shared one.
+ECE_BINS = classification.ECE_BINS
 # Temperature scaling searches T in [1/100, 100]. A fit at a bound means the validation set is
 # separable by the model (NLL keeps falling as T -> 0) or the logits carry no signal.
 TEMPERATURE_BOUNDS = (1e-2, 1e2)
@@ -63,16 +63,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (lists, dicts, str, int, float) for a model card or a JSON column."""
-        return {
-            "classes": list(self.classes),
-            "macro_f1": self.macro_f1,
-            "balanced_accuracy": self.balanced_accuracy,
-            "accuracy": self.accuracy,
-            "per_class": {name: asdict(m) for name, m in self.per_class.items()},
-            "confusion": [list(row) for row in self.confusion],
-            "ece": self.ece,
-            "n": self.n,
-        }
+        return {**asdict(self), "classes": list(self.classes)}
 
 
 def evaluate(
@@ -83,24 +74,25 @@ def evaluate(
     Raises ValueError on empty input, mismatched shapes, labels outside ``range(k)`` or rows
     that are not probability vectors.
     """
-    probs = _probabilities(probabilities)
-    labels = _labels(y_true, probs.shape[1])
-    if probs.shape[0] != labels.shape[0]:
-        raise ValueError(f"{labels.shape[0]} labels but {probs.shape[0]} probability rows")
-    if len(classes) != probs.shape[1]:
-        raise ValueError(f"{len(classes)} class names but {probs.shape[1]} probability columns")
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"class names are not unique: {list(classes)}")
+    probs, labels = _checked(probabilities, y_true)
+    classification.check_class_names(classes, probs.shape[1])
 
-    confusion = confusion_matrix(labels, probs.argmax(axis=1), probs.shape[1])
-    precision, recall, f1 = _per_class_ratios(confusion)
+    confusion = classification.confusion_matrix(labels, probs.argmax(axis=1), probs.shape[1])
+    # scikit-learn's zero_division=0: an undefined ratio is reported as 0.
+    precision, recall, f1 = (
+        np.nan_to_num(ratios, nan=0.0)
+        for ratios in (
+            classification.per_class_precision(confusion),
+            classification.per_class_recall(confusion),
+            classification.per_class_f1(confusion),
+        )
+    )
     support = confusion.sum(axis=1)
-    present = support > 0
     return Evaluation(
         classes=tuple(classes),
-        macro_f1=_macro_f1(confusion),
-        balanced_accuracy=float(recall[present].mean()),
-        accuracy=float(np.trace(confusion) / confusion.sum()),
+        macro_f1=float(classification.macro_f1(confusion, over="truth or prediction")),
+        balanced_accuracy=float(classification.balanced_accuracy(confusion)),
+        accuracy=float(classification.accuracy(confusion)),
         per_class={
             name: ClassMetrics(
                 precision=float(precision[i]),
@@ -111,20 +103,9 @@ def evaluate(
             for i, name in enumerate(classes)
         },
         confusion=confusion.tolist(),
-        ece=expected_calibration_error(probs, labels),
+        ece=_ece(probs, labels, ECE_BINS),
         n=int(labels.shape[0]),
     )
-
-
-def confusion_matrix(
-    y_true: NDArray[np.integer], y_pred: NDArray[np.integer], num_classes: int
-) -> NDArray[np.int64]:
-    """Counts (num_classes, num_classes), rows truth and columns prediction."""
-    flat = np.bincount(
-        y_true.astype(np.int64) * num_classes + y_pred.astype(np.int64),
-        minlength=num_classes * num_classes,
-    )
-    return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
 def macro_f1(
@@ -133,26 +114,21 @@ def macro_f1(
     num_classes: int,
 ) -> float:
     """Macro-F1 over the classes seen in either argument (see the module docstring)."""
-    truth = _labels(y_true, num_classes)
-    predicted = _labels(y_pred, num_classes)
+    truth = classification.class_indices(y_true, num_classes, name="labels")
+    predicted = classification.class_indices(y_pred, num_classes, name="labels")
     if truth.shape != predicted.shape:
         raise ValueError(f"{truth.shape[0]} labels but {predicted.shape[0]} predictions")
-    return _macro_f1(confusion_matrix(truth, predicted, num_classes))
+    confusion = classification.confusion_matrix(truth, predicted, num_classes)
+    return float(classification.macro_f1(confusion, over="truth or prediction"))
 
 
 def expected_calibration_error(
     probabilities: ArrayLike, y_true: Sequence[int] | NDArray[np.integer], bins: int = ECE_BINS
 ) -> float:
+    """ECE of the top-class predictions of ``probabilities`` (n, k) against ``y_true``."""
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
-    probs = _probabilities(probabilities)
-    labels = _labels(y_true, probs.shape[1])
-    if probs.shape[0] != labels.shape[0]:
-        raise ValueError(f"{labels.shape[0]} labels but {probs.shape[0]} probability rows")
-    count, confidence, accuracy = _reliability(probs, labels, bins)
-    seen = count > 0
-    gaps = np.abs(accuracy[seen] - confidence[seen]) * count[seen]
-    return float(gaps.sum() / count.sum())
+    return _ece(*_checked(probabilities, y_true), bins)
 
 
 def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float64]:
@@ -177,7 +153,7 @@ def fit_temperature(logits: ArrayLike, y_true: Sequence[int] | NDArray[np.intege
         raise ValueError(f"logits must be (n, k) with n >= 1 and k >= 2, got shape {z.shape}")
     if not np.isfinite(z).all():
         raise ValueError("logits contain NaN or infinity")
-    labels = _labels(y_true, z.shape[1])
+    labels = classification.class_indices(y_true, z.shape[1], name="labels")
     if labels.shape[0] != z.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels but {z.shape[0]} logit rows")
     if np.all(np.ptp(z, axis=1) == 0):
@@ -239,12 +215,10 @@ def reliability_diagram_png(
     probabilities: ArrayLike, y_true: Sequence[int] | NDArray[np.integer], title: str
 ) -> bytes:
     """Accuracy against confidence per bin (Guo et al. 2017, fig. 1), with the bin counts."""
-    probs = _probabilities(probabilities)
-    labels = _labels(y_true, probs.shape[1])
-    if probs.shape[0] != labels.shape[0]:
-        raise ValueError(f"{labels.shape[0]} labels but {probs.shape[0]} probability rows")
-    count, confidence, accuracy = _reliability(probs, labels, ECE_BINS)
-    ece = expected_calibration_error(probs, labels)
+    probs, labels = _checked(probabilities, y_true)
+    table = classification.reliability(probs.max(axis=1), probs.argmax(axis=1) == labels, ECE_BINS)
+    count, confidence, accuracy = table.count, table.confidence, table.accuracy
+    ece = _ece(probs, labels, ECE_BINS)
     edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
     centres, width = (edges[:-1] + edges[1:]) / 2, 1.0 / ECE_BINS
     seen = count > 0
@@ -274,74 +248,19 @@ def reliability_diagram_png(
     return _png(figure)
 
 
-def _probabilities(probabilities: ArrayLike) -> NDArray[np.float64]:
-    probs = np.asarray(probabilities, dtype=np.float64)
-    if probs.ndim != 2:
-        raise ValueError(f"probabilities must be (n, k), got shape {probs.shape}")
-    if probs.shape[0] == 0:
-        raise ValueError("no predictions to evaluate")
-    if probs.shape[1] < 2:
-        raise ValueError(f"need at least 2 classes, got {probs.shape[1]}")
-    if not np.isfinite(probs).all() or (probs < 0).any():
-        raise ValueError("probabilities must be finite and non-negative")
-    worst = float(np.abs(probs.sum(axis=1) - 1.0).max())
-    if worst > ROW_SUM_TOLERANCE:
-        raise ValueError(f"probability rows must sum to 1; one is off by {worst:.3g}")
-    return probs
+def _checked(
+    probabilities: ArrayLike, y_true: Sequence[int] | NDArray[np.integer]
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    probs = classification.probability_rows(probabilities)
+    labels = classification.class_indices(y_true, probs.shape[1], name="labels")
+    if probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels but {probs.shape[0]} probability rows")
+    return probs, labels
 
 
-def _labels(y: Sequence[int] | NDArray[np.integer], num_classes: int) -> NDArray[np.int64]:
-    array = np.asarray(y)
-    if array.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {array.shape}")
-    if array.shape[0] == 0:
-        raise ValueError("no labels to evaluate")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"labels must be integer class indices, got dtype {array.dtype}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got [{low}, {high}]")
-    return array.astype(np.int64)
-
-
-def _per_class_ratios(
-    confusion: NDArray[np.int64],
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    hits = np.diag(confusion).astype(np.float64)
-    predicted = confusion.sum(axis=0).astype(np.float64)
-    support = confusion.sum(axis=1).astype(np.float64)
-    zeros = np.zeros_like(hits)
-    precision = np.divide(hits, predicted, out=zeros.copy(), where=predicted > 0)
-    recall = np.divide(hits, support, out=zeros.copy(), where=support > 0)
-    # 2TP / (2TP + FP + FN), which equals 2PR / (P + R) wherever that is defined.
-    denominator = predicted + support
-    f1 = np.divide(2 * hits, denominator, out=zeros.copy(), where=denominator > 0)
-    return precision, recall, f1
-
-
-def _macro_f1(confusion: NDArray[np.int64]) -> float:
-    _, _, f1 = _per_class_ratios(confusion)
-    seen = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
-    return float(f1[seen].mean())
-
-
-def _reliability(
-    probs: NDArray[np.float64], labels: NDArray[np.int64], bins: int
-) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    """Per bin: how many predictions, their mean confidence, their accuracy (0 where empty)."""
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    count = np.bincount(index, minlength=bins)
-    total_confidence = np.bincount(index, weights=confidence, minlength=bins)
-    total_correct = np.bincount(index, weights=correct, minlength=bins)
-    seen = count > 0
-    mean_confidence = np.divide(
-        total_confidence, count, out=np.zeros(bins, dtype=np.float64), where=seen
-    )
-    accuracy = np.divide(total_correct, count, out=np.zeros(bins, dtype=np.float64), where=seen)
-    return count.astype(np.int64), mean_confidence, accuracy
+def _ece(probs: NDArray[np.float64], labels: NDArray[np.int64], bins: int) -> float:
+    correct = probs.argmax(axis=1) == labels
+    return float(classification.expected_calibration_error(probs.max(axis=1), correct, bins))
 
 
 def _png(figure: Figure) -> bytes:

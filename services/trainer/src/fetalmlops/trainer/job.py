@@ -34,11 +34,12 @@ from PIL import Image
 from fetalmlops.archive.packaging import build_mar, export_torchscript
 from fetalmlops.archive.preprocessing import Preprocessing, decode, square_greyscale
 from fetalmlops.archive.servable import Calibrated, background_indices
+from fetalmlops.carbon import tracking as carbon
 from fetalmlops.common import model_version
 from fetalmlops.common.db.columns import utcnow
 from fetalmlops.datasets.readers import Split
 from fetalmlops.imaging.statistics import STATISTICS_SIZE
-from fetalmlops.trainer import carbon, reference, registry
+from fetalmlops.trainer import reference, registry
 from fetalmlops.trainer.backbones import backbone
 from fetalmlops.trainer.card import CardFacts, model_card
 from fetalmlops.trainer.efficiency import measure

@@ -347,6 +347,23 @@ class DriftWindow(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class EnergyAccount(Base):
+    """One window of the inference service's energy, for one model version and device."""
+
+    __tablename__ = "energy_accounts"
+
+    account_id: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    model_version: Mapped[int]
+    compute_device: Mapped[str] = mapped_column(sa.String(256))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    energy_joules: Mapped[float]
+    requests: Mapped[int]
+    predictions: Mapped[int]
+    method: Mapped[str] = mapped_column(sa.String(256))
+
+
 class RetrainingRequest(Base):
     """What an alarm episode asked for: one row per episode (its id is the request's key), and
     when the request was published; unpublished with auto-retraining off (a recommendation)."""
@@ -383,4 +400,5 @@ OWNERS: dict[str, str] = {
     Feedback.__tablename__: "monitor",
     DriftWindow.__tablename__: "monitor",
     RetrainingRequest.__tablename__: "monitor",
+    EnergyAccount.__tablename__: "monitor",
 }

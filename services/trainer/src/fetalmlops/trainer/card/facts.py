@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fetalmlops.carbon.tracking import Footprint
 from fetalmlops.trainer.backbones import Strategy
-from fetalmlops.trainer.carbon import Footprint
 from fetalmlops.trainer.efficiency import Efficiency
 from fetalmlops.trainer.evaluation import Evaluation
 

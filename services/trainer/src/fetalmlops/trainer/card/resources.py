@@ -3,7 +3,7 @@ trained it."""
 
 from __future__ import annotations
 
-from fetalmlops.trainer.carbon import Footprint
+from fetalmlops.carbon.tracking import Footprint
 from fetalmlops.trainer.card.markdown import fields, shape
 from fetalmlops.trainer.efficiency import Efficiency
 

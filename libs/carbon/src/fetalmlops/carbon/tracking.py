@@ -1,4 +1,5 @@
-"""Energy and CO2e of a training run, estimated offline by CodeCarbon, for the model card.
+"""Energy and CO2e of a block of work (a training run, a window of serving), measured offline
+by CodeCarbon: the model card's figures and the inference service's energy accounts.
 
 `tracked` wraps a run in CodeCarbon's `OfflineEmissionsTracker`: energy is measured (or
 estimated) per device at the start, every 15 s and at the end (so a block shorter than a second
@@ -59,7 +60,8 @@ class Footprint:
     emissions_kg_co2e: float
     duration_s: float
     country_iso_code: str
-    method: str  # per device, measured or estimated, and how
+    method: str  # per device, measured or estimated, and how, with the mean power
+    source: str = ""  # the same without the figures: one text for every window of a machine
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,11 +178,17 @@ def _footprint(tracker: OfflineEmissionsTracker, country: str) -> Footprint | No
         duration_s=float(data.duration),
         country_iso_code=str(data.country_iso_code or country),
         method=_method(tracker, data),
+        source=_method(tracker, data, figures=False),
     )
 
 
-def _method(tracker: OfflineEmissionsTracker, data: Any) -> str:
-    """Per device, in CodeCarbon's figures, how its power was obtained."""
+def _method(tracker: OfflineEmissionsTracker, data: Any, figures: bool = True) -> str:
+    """Per device, in CodeCarbon's figures, how its power was obtained; without ``figures``,
+    only how (the same text for every window of one machine)."""
+
+    def mean(watts: float) -> str:
+        return f", mean {watts:.1f} W" if figures else ""
+
     parts = []
     # `_hardware` is the only place CodeCarbon keeps the CPU mode it chose (pinned to 3.3.2).
     for device in getattr(tracker, "_hardware", []):
@@ -190,14 +198,14 @@ def _method(tracker: OfflineEmissionsTracker, data: Any) -> str:
             how = CPU_METHODS.get(mode, f"CodeCarbon mode {mode}")
             tdp = getattr(device, "_tdp", None)
             tdp_note = f", TDP {tdp} W" if mode in ("cpu_load", "constant") and tdp else ""
-            parts.append(f"CPU {how}: {data.cpu_model}{tdp_note}, mean {data.cpu_power:.1f} W")
+            parts.append(f"CPU {how}: {data.cpu_model}{tdp_note}{mean(data.cpu_power)}")
         elif kind == "GPU":
             parts.append(
-                f"GPU measured by its driver's energy counters: {data.gpu_model}, "
-                f"mean {data.gpu_power:.1f} W"
+                f"GPU measured by its driver's energy counters: {data.gpu_model}"
+                f"{mean(data.gpu_power)}"
             )
         elif kind == "RAM":
-            parts.append(f"RAM estimated from installed memory: mean {data.ram_power:.1f} W")
+            parts.append(f"RAM estimated from installed memory{mean(data.ram_power)}")
         else:
             parts.append(device.description())
     devices = "; ".join(parts) if parts else "no device detected"
