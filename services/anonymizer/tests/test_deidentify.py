@@ -157,6 +157,22 @@ def test_a_short_number_inside_a_pseudonymous_uid_is_not_a_leak(phantom: Path) -
         verify(output.data, frozenset({"2.25"}), POLICY)  # anything else still counts as found
 
 
+def test_a_date_inside_a_pseudonymous_uid_is_not_a_leak_but_one_starting_a_value_is(
+    phantom: Path,
+) -> None:
+    data, _ = cases(phantom)[0]
+    output = anonymize_dicom(data, POLICY)
+    inside = output.sop_instance_uid.split(".")[-1][12:20]  # eight digits from inside the UID
+    verify(output.data, frozenset({inside}), POLICY)
+    ds = pydicom.dcmread(io.BytesIO(output.data))
+    ds.ContentDate = "20240523"
+    ds.AcquisitionDateTime = "20240523155803"  # a date at the head of a date-time
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(Residue, match="8 characters"):
+        verify(buffer.getvalue(), frozenset({"20240523"}), POLICY)
+
+
 def test_a_safe_listed_private_element_survives_with_its_creator(phantom: Path) -> None:
     source = pydicom.dcmread(io.BytesIO(cases(phantom)[0][0]))
     block = source.private_block(0x0011, "ACME US 2.0", create=True)

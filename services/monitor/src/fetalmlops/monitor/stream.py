@@ -273,28 +273,18 @@ class Monitor:
 
     def on_model(self, record: Record) -> None:
         event = read_event(record)
-        if isinstance(event, models_pb2.ModelTrained):
-            self.watch(event)
-        elif isinstance(event, models_pb2.ModelPromoted):
-            with session_scope(self.engine) as session:
-                version = session.get(MonitoredVersion, (event.model_name, event.version))
-                if version is None:
-                    version = self.new_version(event.model_name, event.version, event.storage_uri)
-                    session.add(version)
-                version.promoted_at = event.meta.occurred_at.ToDatetime(tzinfo=UTC)
-        else:
+        if not isinstance(event, models_pb2.ModelTrained | models_pb2.ModelPromoted):
             raise Rejected(f"expected ModelTrained or ModelPromoted, got {type(event).__name__}")
-
-    def watch(self, event: models_pb2.ModelTrained) -> None:
+        self.ensure_watched(event.model_name, event.version, event.storage_uri)
         with session_scope(self.engine) as session:
             version = session.get(MonitoredVersion, (event.model_name, event.version))
-            if version is None:
-                version = self.new_version(event.model_name, event.version, event.storage_uri)
-                session.add(version)
+            assert version is not None  # written by ensure_watched
+            if isinstance(event, models_pb2.ModelPromoted):
+                version.promoted_at = event.meta.occurred_at.ToDatetime(tzinfo=UTC)
+                return
             version.energy_kwh = event.energy_kwh or None
             version.emissions_kg_co2e = event.emissions_kg_co2e or None
-            session.flush()
-            for segment in session.scalars(
+            waiting = session.scalars(
                 select(ObservedPrediction.segment)
                 .where(
                     ObservedPrediction.model_name == version.model_name,
@@ -302,9 +292,21 @@ class Monitor:
                     ObservedPrediction.window_id.is_(None),
                 )
                 .distinct()
-            ):
+            ).all()
+            for segment in waiting:  # predictions that came before their version
                 self.close_windows(session, version, segment)
         self.publish_requests()
+
+    def ensure_watched(self, model_name: str, number: int, storage_uri: str) -> None:
+        """The version's row, written once; its reference is read and its alarm calibrated
+        (seconds) outside any transaction."""
+        with session_scope(self.engine) as session:
+            if session.get(MonitoredVersion, (model_name, number)) is not None:
+                return
+        version = self.new_version(model_name, number, storage_uri)
+        with session_scope(self.engine) as session:
+            if session.get(MonitoredVersion, (model_name, number)) is None:
+                session.add(version)
 
     def new_version(self, model_name: str, number: int, storage_uri: str) -> MonitoredVersion:
         """The version's row, its reference read from the store and its alarm calibrated on it
