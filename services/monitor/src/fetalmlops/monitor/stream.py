@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
@@ -58,6 +58,9 @@ class Monitor:
     settings: Settings
     own: MonitorSettings
     clients: Clients
+    # Nothing waits in the outbox: known after the first look (which finds what a crash left)
+    # until a window fires, so a prediction costs no outbox query.
+    outbox_empty: bool = field(default=False, init=False)
 
     @property
     def engine(self) -> Engine:
@@ -143,6 +146,7 @@ class Monitor:
         metrics.observe_window(window, found.outcomes)
         if fired:
             session.add(self.request_for(window, found.strongest, rule, found.outcomes))
+            self.outbox_empty = False
         return window
 
     @staticmethod
@@ -196,6 +200,8 @@ class Monitor:
 
     def publish_requests(self) -> None:
         """Publish the requests written and not yet published (the outbox), oldest first."""
+        if self.outbox_empty:
+            return
         with session_scope(self.engine) as session:
             waiting = session.scalars(
                 select(RetrainingRequest)
@@ -205,6 +211,7 @@ class Monitor:
             for request in waiting:
                 self.publish(request)
                 request.published_at = utcnow()
+        self.outbox_empty = True
 
     def publish(self, request: RetrainingRequest) -> None:
         headers = [("traceparent", request.traceparent.encode())] if request.traceparent else []
