@@ -147,3 +147,14 @@ def test_energy_accounts_become_carbon_per_1000_inferences(
     )
     with pytest.raises(Rejected, match="negative"):
         monitor.on_energy(negative)
+
+
+def test_a_prediction_naming_nothing_is_rejected_and_nothing_kept(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    monitor = monitor_at(tmp_path, reference)
+    topic = monitor.settings.topics.predictions
+    (nameless,) = records(topic, [("r", predictions_pb2.PredictionMade(request_id="r"))])
+    with pytest.raises(Rejected, match="no prediction id or no model"):
+        monitor.on_prediction(nameless)
+    assert count(monitor, ObservedPrediction) == 0
