@@ -59,6 +59,7 @@ bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in
 	$(VENV_BIN)/python benchmarks/anonymizer.py
 	$(VENV_BIN)/python benchmarks/training.py
 	$(VENV_BIN)/python benchmarks/inference.py
+	$(VENV_BIN)/python benchmarks/monitor.py
 
 clean: stack-down ## Remove the virtual environment and tool caches (the stack's cache stays)
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from fetalmlops.common import db
 from fetalmlops.common.db import Base, ModelStage, ModelVersion, create_engine_for, session_scope
+from fetalmlops.common.db.audit import append, entries, verify
 from fetalmlops.common.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -140,3 +141,31 @@ def test_downgrade_to_base_and_upgrade_again(schema: Schema) -> None:
     db.upgrade(schema.owner_url)
     assert db.current(schema.owner_url) == db.head()
     assert db.compare_to_models(schema.owner_url) == []
+
+
+def test_the_audit_log_refuses_edits_and_a_row_changed_anyway_breaks_its_chain(
+    schema: Schema,
+) -> None:
+    db.upgrade(schema.owner_url)
+    engine, owner = create_engine_for(schema.service_url), create_engine_for(schema.owner_url)
+    try:
+        with session_scope(engine) as session:
+            for version in (1, 2, 3):
+                append(session, "trainer", "promoted", f"model:planes:v{version}", {"v": version})
+        for statement in (
+            "UPDATE audit_log SET actor = 'mallory' WHERE id = 2",
+            "DELETE FROM audit_log WHERE id = 2",
+        ):
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as c:
+                c.execute(sa.text(statement))
+        with owner.begin() as connection:  # only the owner can lift the trigger
+            connection.execute(sa.text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+            connection.execute(
+                sa.text("""UPDATE audit_log SET details = '{"v": 20}' WHERE id = 2""")
+            )
+            connection.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER USER"))
+        with session_scope(engine) as session:
+            assert [b.entry_id for b in verify(entries(session))] == [2]
+    finally:
+        engine.dispose()
+        owner.dispose()

@@ -41,6 +41,7 @@ from fetalmlops.common.db import (
     session_scope,
     upgrade,
 )
+from fetalmlops.common.db.audit import entries
 from fetalmlops.common.planes import plane_to_proto
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
@@ -324,10 +325,12 @@ def test_reports_show_feedback_and_carbon_and_no_channel_holds_phi(
         rows = [
             json.dumps(vars(row), default=str)
             for table in (ObservedPrediction, DriftWindow, RetrainingRequest, MonitoredVersion)
-            for row in session.scalars(select(table))
+            for row in session.scalars(select(table).where(table.model_name == site.model))
         ]
+        rows += [json.dumps(vars(e), default=str) for e in entries(session, f"model:{site.model}:")]
+    assert any('"drift alarm"' in row for row in rows)  # the alarm's audit entry is scanned too
     channels = [site.monitor.log.read_bytes(), summary.encode(), page.encode(), metrics.encode(),
-                *(row.encode() for row in rows)]  # fmt: skip
+                "\n".join(rows).encode()]  # fmt: skip
     assert hits(phi, channels) == set()
 
 

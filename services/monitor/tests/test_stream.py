@@ -4,6 +4,7 @@ per episode, replays that change nothing, and feedback kept for performance."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ from fetalmlops.common.db import (
     RetrainingRequest,
     session_scope,
 )
+from fetalmlops.common.db.audit import entries, verify
 from fetalmlops.common.planes import Plane
 from fetalmlops.monitor import reports
+from fetalmlops.monitor.stream import Monitor
 from fetalmlops.v1 import feedback_pb2, labels_pb2, predictions_pb2
 
 from .served import (
@@ -65,11 +68,46 @@ def test_a_scanner_change_raises_one_alarm_and_one_request(
     assert request.drift.model_version == 1 and request.drift.segment == "Sonora/X9"
     assert request.drift.episode == 1 and request.drift.window == first_alarm
     assert request.drift.test and request.drift.cusum >= request.drift.threshold > 0
+    with session_scope(monitor.engine) as session:
+        (alarm,) = entries(session, f"model:{MODEL}:v1")
+        assert (alarm.actor, alarm.action) == ("monitor", "drift alarm")
+        assert alarm.details["retraining_request"] == request.request_id
+        assert (
+            alarm.details["window"] == first_alarm and alarm.details["test"] == request.drift.test
+        )
+        assert verify(entries(session)) == []
 
     stream(monitor, steady + shifted)  # a replay of everything: nothing new
     assert count(monitor, ObservedPrediction) == 30 * WINDOW
     assert count(monitor, DriftWindow) == 30
     assert requested(monitor) == [request]
+
+
+def test_a_batch_keeps_what_one_record_at_a_time_keeps(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    alone, batched = (monitor_at(tmp_path / name, reference) for name in ("alone", "batched"))
+    events = predictions(3 * WINDOW + 10, seed=7) + predictions(3 * WINDOW, seed=8, brightness=0.08)
+    read = records(alone.settings.topics.predictions, [(e.request_id, e) for e in events])
+    for monitor in (alone, batched):
+        trained(monitor)
+    for record in read:
+        alone.on_prediction(record)
+    for start in range(0, len(read), 37):  # each batch repeats two records, as a replay may
+        batched.on_predictions([*read[start : start + 37], *read[start : start + 2]])
+
+    def kept(monitor: Monitor) -> list[tuple[int, int, float, bool, int]]:
+        with session_scope(monitor.engine) as session:
+            windows = session.scalars(select(DriftWindow).order_by(DriftWindow.number))
+            return [(w.number, w.size, w.p_value, w.fired, w.episode) for w in windows]
+
+    assert kept(batched) == kept(alone) and len(kept(alone)) == 6
+    assert count(batched, ObservedPrediction) == len(events)
+
+    def asked(monitor: Monitor) -> list[tuple[str, object]]:
+        return [(r.request_id, r.drift) for r in requested(monitor)]
+
+    assert asked(batched) == asked(alone) != []
 
 
 def test_predictions_before_their_version_are_windowed_once_it_is_known(
@@ -86,6 +124,29 @@ def test_predictions_before_their_version_are_windowed_once_it_is_known(
         assert version.energy_kwh == pytest.approx(0.2)
         left = session.scalar(select(func.count()).where(ObservedPrediction.window_id.is_(None)))
         assert left == 7
+
+
+def test_a_quiet_scanner_is_windowed_by_time_too(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    monitor = monitor_at(tmp_path, reference, window_seconds=3600)
+    trained(monitor)
+    events = predictions(WINDOW + 5, seed=6)
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    # Four in the first hour, then the fifth an hour and a minute after the first: the four
+    # make a window. The next WINDOW arrive within an hour of the fifth: a full window.
+    minutes = [0, 10, 20, 30] + [61 + i for i in range(WINDOW + 1)]
+    for event, minute in zip(events, minutes, strict=True):
+        event.meta.event_id = event.prediction_id
+        event.meta.occurred_at.FromDatetime(start + timedelta(minutes=minute))
+    stream(monitor, events)
+    stream(monitor, events)  # a replay cuts nothing new
+    with session_scope(monitor.engine) as session:
+        windows = session.scalars(select(DriftWindow).order_by(DriftWindow.number)).all()
+        assert [(w.number, w.size) for w in windows] == [(1, 4), (2, WINDOW)]
+        assert windows[0].last_at - windows[0].first_at == timedelta(minutes=30)
+        left = session.scalar(select(func.count()).where(ObservedPrediction.window_id.is_(None)))
+        assert left == 1
 
 
 def test_with_auto_retraining_off_an_alarm_is_a_recommendation(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fetalmlops.common.bearer import is_loopback
 from fetalmlops.common.bus import Consumer, retry_policy
-from fetalmlops.common.bus.consume import Handler
+from fetalmlops.common.bus.consume import BatchHandler, Handler
 from fetalmlops.common.clients import connect
 from fetalmlops.common.service import Service, create_app, run
 from fetalmlops.common.settings import Settings
@@ -25,14 +25,16 @@ def build(settings: Settings, own: MonitorSettings | None = None) -> Service:
     add_routes(app, clients.engine, own)
     topics, retry = settings.topics, retry_policy(settings)
 
-    def consumer(subscribed: list[str], group: str, handler: Handler) -> Consumer:
-        return Consumer(subscribed, group, handler, deadletter_topic=topics.deadletter, retry=retry)
+    def consumer(
+        subscribed: list[str], group: str, handler: Handler, batch: BatchHandler | None = None
+    ) -> Consumer:
+        return Consumer(subscribed, group, handler, topics.deadletter, retry, batch)
 
     consumers = [
         consumer(
             [topics.models_trained, topics.models_promoted], "monitor-models", monitor.on_model
         ),
-        consumer([topics.predictions], "monitor", monitor.on_prediction),
+        consumer([topics.predictions], "monitor", monitor.on_prediction, monitor.on_predictions),
         consumer([topics.feedback], "monitor-feedback", monitor.on_feedback),
         consumer([topics.inference_energy], "monitor-energy", monitor.on_energy),
     ]

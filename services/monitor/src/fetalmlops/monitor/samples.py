@@ -11,8 +11,8 @@ a window's rows are blocked by request, the frames of one study.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -67,6 +67,30 @@ def observed(event: predictions_pb2.PredictionMade) -> ObservedPrediction:
 def segment(manufacturer: str, model: str) -> str:
     """The scanner segment a prediction is watched in: "manufacturer/model", or "unknown"."""
     return "/".join(part for part in (manufacturer, model) if part) or "unknown"
+
+
+class Timed(Protocol):
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
+T = TypeVar("T", bound=Timed)
+
+
+def windows(rows: Sequence[T], size: int, seconds: float) -> list[Sequence[T]]:
+    """The full windows of ``rows`` (arrival order): each closes with its ``size``-th row, or
+    before the first row ``seconds`` or more after its own first (event time). What follows
+    the last window waits for more rows."""
+    cut: list[Sequence[T]] = []
+    start = 0
+    for at, row in enumerate(rows):
+        if at > start and (row.occurred_at - rows[start].occurred_at).total_seconds() >= seconds:
+            cut.append(rows[start:at])
+            start = at
+        if at + 1 - start == size:
+            cut.append(rows[start : at + 1])
+            start = at + 1
+    return cut
 
 
 def window_of(rows: Sequence[ObservedPrediction], classes: Sequence[str]) -> Window:

@@ -18,6 +18,13 @@ class MonitorSettings(BaseSettings):
         description="Predictions in a drift window, per model version and scanner segment "
         "(at most half the drift reference's sample, which alarm calibration splits).",
     )
+    window_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A window also closes, with fewer predictions, at the first prediction "
+        "of its segment this many seconds (event time) after the window's first, so a quiet "
+        "scanner is tested too.",
+    )
     false_alarms_per_10k: float = Field(
         0.5,
         gt=0,

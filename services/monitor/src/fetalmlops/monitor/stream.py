@@ -15,17 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy import Engine, select
+from opentelemetry.context import Context
+from sqlalchemy import ColumnElement, Engine, select, update
 from sqlalchemy.orm import Session
 
 from fetalmlops.common import model_version
 from fetalmlops.common.bus import Record, Rejected, publish_event, read_event
+from fetalmlops.common.bus.base import Headers
 from fetalmlops.common.clients import Clients
 from fetalmlops.common.db import (
     DriftWindow,
@@ -36,6 +38,7 @@ from fetalmlops.common.db import (
     RetrainingRequest,
     session_scope,
 )
+from fetalmlops.common.db.audit import append
 from fetalmlops.common.db.columns import utcnow
 from fetalmlops.common.planes import plane_from_proto
 from fetalmlops.common.settings import Settings
@@ -45,12 +48,40 @@ from fetalmlops.monitor import metrics
 from fetalmlops.monitor.drift.alarm import AlarmRule, AlarmState, step
 from fetalmlops.monitor.drift.base import Reference
 from fetalmlops.monitor.estimate import estimated
-from fetalmlops.monitor.samples import NoSample, observed, reference_of, window_of
-from fetalmlops.monitor.settings import MonitorSettings
+from fetalmlops.monitor.samples import NoSample, observed, reference_of, window_of, windows
+from fetalmlops.monitor.settings import SERVICE_NAME, MonitorSettings
 from fetalmlops.monitor.verdicts import alarm_rule, evidence, verdict
 from fetalmlops.v1 import feedback_pb2, models_pb2, predictions_pb2, training_pb2
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The predictions of one model version on one scanner segment: what a window cuts."""
+
+    model_name: str
+    version: int
+    segment: str
+
+    @classmethod
+    def of(cls, row: ObservedPrediction) -> Stream:
+        return cls(row.model_name, row.model_version, row.segment)
+
+    def rows(self) -> tuple[ColumnElement[bool], ...]:
+        return (
+            ObservedPrediction.model_name == self.model_name,
+            ObservedPrediction.model_version == self.version,
+            ObservedPrediction.segment == self.segment,
+        )
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A version's drift reference and calibrated alarm, as the tests take them."""
+
+    reference: Reference
+    rule: AlarmRule
 
 
 @dataclass
@@ -61,6 +92,8 @@ class Monitor:
     # Nothing waits in the outbox: known after the first look (which finds what a crash left)
     # until a window fires, so a prediction costs no outbox query.
     outbox_empty: bool = field(default=False, init=False)
+    # Each watched version's parsed reference and rule (None: it has none), read once.
+    versions: dict[tuple[str, int], Watched | None] = field(default_factory=dict, init=False)
 
     @property
     def engine(self) -> Engine:
@@ -69,64 +102,94 @@ class Monitor:
     # --- predictions -------------------------------------------------------------------------
 
     def on_prediction(self, record: Record) -> None:
-        event = read_event(record)
-        if not isinstance(event, predictions_pb2.PredictionMade):
-            raise Rejected(f"expected PredictionMade, got {type(event).__name__}")
-        if not event.prediction_id or not event.model_name:
-            raise Rejected("the prediction names no prediction id or no model")
-        row = observed(event)
+        self.on_predictions([record])
+
+    def on_predictions(self, records: Sequence[Record]) -> None:
+        """Predictions kept in one transaction with every window they fill (the consumer's
+        batch handler; a batch that raises is handled again a record at a time)."""
+        rows = [observed(prediction_of(record)) for record in records]
+        headers = {
+            row.prediction_id: record.headers for row, record in zip(rows, records, strict=True)
+        }
         with session_scope(self.engine) as session:
-            if _known(session, row.prediction_id):
-                return
-            session.add(row)
+            fresh = _unknown(session, rows)
+            session.add_all(fresh)
             session.flush()
-            version = session.get(MonitoredVersion, (row.model_name, row.model_version))
-            if version is not None:
-                self.close_windows(session, version, row.segment)
-        metrics.PREDICTIONS.labels(row.model_name, str(row.model_version)).inc()
+            for stream in dict.fromkeys(Stream.of(row) for row in fresh):
+                watched = self.watched(session, stream.model_name, stream.version)
+                if watched is not None:
+                    self.close_windows(session, stream, watched, headers)
+        for row in fresh:
+            metrics.PREDICTIONS.labels(row.model_name, str(row.model_version)).inc()
         self.publish_requests()
 
-    def close_windows(self, session: Session, version: MonitoredVersion, segment: str) -> None:
-        """Every full window of the stream's predictions no window has taken yet."""
-        if version.reference is None or version.alarm_rule is None:
-            return
-        reference = reference_of(version.reference)
-        rule = AlarmRule(**version.alarm_rule)
-        stream = (
-            ObservedPrediction.model_name == version.model_name,
-            ObservedPrediction.model_version == version.version,
-            ObservedPrediction.segment == segment,
-        )
-        pending = session.scalars(
-            select(ObservedPrediction)
-            .where(*stream, ObservedPrediction.window_id.is_(None))
+    def watched(self, session: Session, model_name: str, number: int) -> Watched | None:
+        """The version's reference and alarm rule (None: it has none), parsed once: both are
+        written with the version's row and never change; None too while the row is unknown."""
+        key = (model_name, number)
+        if key not in self.versions:
+            version = session.get(MonitoredVersion, key)
+            if version is None:
+                return None
+            self.versions[key] = (
+                None
+                if version.reference is None or version.alarm_rule is None
+                else Watched(reference_of(version.reference), AlarmRule(**version.alarm_rule))
+            )
+        return self.versions[key]
+
+    def close_windows(
+        self,
+        session: Session,
+        stream: Stream,
+        watched: Watched,
+        headers: Mapping[str, Headers] | None = None,
+    ) -> None:
+        """Every full window (by count or by time) of the stream's predictions no window has
+        taken yet. Which are full is read from their times alone; only their rows are loaded.
+        ``headers`` are the records' of the predictions just received, whose trace an alarm
+        carries on."""
+        pending = session.execute(
+            select(ObservedPrediction.seq, ObservedPrediction.occurred_at)
+            .where(*stream.rows(), ObservedPrediction.window_id.is_(None))
             .order_by(ObservedPrediction.seq)
         ).all()
-        size = self.own.window_size
-        last = self.last_window(session, version, segment)
-        for start in range(0, len(pending) - size + 1, size):
-            last = self.close(
-                session, version, segment, reference, rule, pending[start : start + size], last
+        cuts = windows(pending, self.own.window_size, self.own.window_seconds)
+        if not cuts:
+            return
+        taken = [row.seq for cut in cuts for row in cut]
+        rows = {
+            row.seq: row
+            for row in session.scalars(
+                select(ObservedPrediction).where(ObservedPrediction.seq.in_(taken))
             )
+        }
+        last = self.last_window(session, stream)
+        for cut in cuts:
+            window_rows = [rows[row.seq] for row in cut]
+            # The trace of the prediction that filled the window; else the current one.
+            carried = (headers or {}).get(window_rows[-1].prediction_id)
+            context = extract(carried) if carried else None
+            last = self.close(session, stream, watched, window_rows, last, context)
 
     def close(
         self,
         session: Session,
-        version: MonitoredVersion,
-        segment: str,
-        reference: Reference,
-        rule: AlarmRule,
+        stream: Stream,
+        watched: Watched,
         rows: Sequence[ObservedPrediction],
         last: DriftWindow | None,
+        context: Context | None = None,
     ) -> DriftWindow:
+        reference, rule = watched.reference, watched.rule
         window_rows = window_of(rows, reference.classes)
         found = verdict(reference, window_rows)
         state = AlarmState() if last is None else _state(last)
         state, fired = step(rule, state, evidence(found))
         window = DriftWindow(
-            model_name=version.model_name,
-            model_version=version.version,
-            segment=segment,
+            model_name=stream.model_name,
+            model_version=stream.version,
+            segment=stream.segment,
             number=state.windows,
             size=len(rows),
             first_at=rows[0].occurred_at,
@@ -141,24 +204,37 @@ class Monitor:
         )
         session.add(window)
         session.flush()
-        for row in rows:
-            row.window_id = window.id
+        session.execute(  # one statement for the window's rows, not one each
+            update(ObservedPrediction)
+            .where(ObservedPrediction.seq.in_([row.seq for row in rows]))
+            .values(window_id=window.id),
+            execution_options={"synchronize_session": False},
+        )
         metrics.observe_window(window, found.outcomes)
         if fired:
-            session.add(self.request_for(window, found.strongest, rule, found.outcomes))
+            with trace.get_tracer(__name__).start_as_current_span("drift alarm", context=context):
+                request = self.request_for(window, found.strongest, rule, found.outcomes)
+            session.add(request)
+            append(
+                session,
+                SERVICE_NAME,
+                "drift alarm",
+                f"model:{stream.model_name}:v{stream.version}",
+                {"segment": stream.segment, "episode": window.episode,
+                 "retraining_request": request.request_id, "automatic": request.automatic,
+                 "reference_version": stream.version, **request.reason},
+            )  # fmt: skip
             self.outbox_empty = False
         return window
 
     @staticmethod
-    def last_window(
-        session: Session, version: MonitoredVersion, segment: str
-    ) -> DriftWindow | None:
+    def last_window(session: Session, stream: Stream) -> DriftWindow | None:
         return session.scalars(
             select(DriftWindow)
             .where(
-                DriftWindow.model_name == version.model_name,
-                DriftWindow.model_version == version.version,
-                DriftWindow.segment == segment,
+                DriftWindow.model_name == stream.model_name,
+                DriftWindow.model_version == stream.version,
+                DriftWindow.segment == stream.segment,
             )
             .order_by(DriftWindow.number.desc())
             .limit(1)
@@ -300,8 +376,11 @@ class Monitor:
                 )
                 .distinct()
             ).all()
-            for segment in waiting:  # predictions that came before their version
-                self.close_windows(session, version, segment)
+            watched = self.watched(session, event.model_name, event.version)
+            if watched is not None:
+                for segment in waiting:  # predictions that came before their version
+                    stream = Stream(event.model_name, event.version, segment)
+                    self.close_windows(session, stream, watched)
         self.publish_requests()
 
     def ensure_watched(self, model_name: str, number: int, storage_uri: str) -> None:
@@ -375,11 +454,31 @@ def training_event(request: RetrainingRequest) -> training_pb2.TrainingRequested
     )
 
 
-def _known(session: Session, prediction_id: str) -> bool:
-    found = session.scalars(
-        select(ObservedPrediction.seq).where(ObservedPrediction.prediction_id == prediction_id)
-    ).first()
-    return found is not None
+def prediction_of(record: Record) -> predictions_pb2.PredictionMade:
+    event = read_event(record)
+    if not isinstance(event, predictions_pb2.PredictionMade):
+        raise Rejected(f"expected PredictionMade, got {type(event).__name__}")
+    if not event.prediction_id or not event.model_name:
+        raise Rejected("the prediction names no prediction id or no model")
+    return event
+
+
+def _unknown(session: Session, rows: Sequence[ObservedPrediction]) -> list[ObservedPrediction]:
+    """The rows whose prediction is not kept yet, each once (a replay may repeat one)."""
+    ids = {row.prediction_id for row in rows}
+    seen = set(
+        session.scalars(
+            select(ObservedPrediction.prediction_id).where(
+                ObservedPrediction.prediction_id.in_(ids)
+            )
+        )
+    )
+    fresh = []
+    for row in rows:
+        if row.prediction_id not in seen:
+            seen.add(row.prediction_id)
+            fresh.append(row)
+    return fresh
 
 
 def _state(window: DriftWindow) -> AlarmState:

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fetalmlops.common.db import AuditEntry, ModelStage, ModelVersion
+from fetalmlops.common.db import ModelStage, ModelVersion
+from fetalmlops.common.db.audit import append
 from fetalmlops.common.db.columns import utcnow
 
 ACTOR = "trainer"
@@ -123,14 +124,7 @@ def promote_if_better(
 
 
 def audit(session: Session, action: str, version: ModelVersion, details: dict[str, Any]) -> None:
-    session.add(
-        AuditEntry(
-            actor=ACTOR,
-            action=action,
-            subject=f"model:{version.model_name}:v{version.version}",
-            details=details,
-        )
-    )
+    append(session, ACTOR, action, f"model:{version.model_name}:v{version.version}", details)
 
 
 def _headline(metrics: Mapping[str, Any]) -> dict[str, Any]:

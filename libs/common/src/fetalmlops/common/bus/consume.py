@@ -6,6 +6,13 @@ to the dead-letter topic. A crash anywhere before that means redelivery, so hand
 idempotent (DESIGN.md §2). When the bus itself is unavailable (the handler's output or the dead
 letter could not be published), the record is neither dead-lettered nor skipped: it is handled
 again once the bus is back, as the message was never at fault.
+
+A consumer may also take a whole poll at once (``batch_handler``): one transaction and one
+commit per partition for up to a poll's records, where a record at a time pays a round trip
+to the database and one to the broker for each. A batch that fails for any reason but the bus
+is handled again record by record by ``handler``, so a bad record is retried and dead-lettered
+alone and the others are kept; the batch handler must therefore leave nothing behind when it
+raises (one transaction) and be idempotent like any handler.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from fetalmlops.common.bus.base import Bus, BusUnavailable, Record
 from fetalmlops.common.events import UnknownSchema
@@ -27,6 +34,7 @@ from fetalmlops.common.telemetry.tracing import extract, inject
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Record], None]
+BatchHandler = Callable[[Sequence[Record]], None]
 
 # Dead-letter headers (DESIGN.md §2): why, and where the message came from.
 DLQ_ERROR = "dlq-error"
@@ -66,6 +74,7 @@ class Consumer:
     handler: Handler
     deadletter_topic: str
     retry: RetryPolicy = RetryPolicy()
+    batch_handler: BatchHandler | None = None  # the same work for a whole poll of records
 
 
 def consume(bus: Bus, consumer: Consumer, stop: threading.Event, poll_s: float = 0.5) -> None:
@@ -73,7 +82,16 @@ def consume(bus: Bus, consumer: Consumer, stop: threading.Event, poll_s: float =
     subscription = bus.subscribe(consumer.topics, consumer.group)
     try:
         while not stop.is_set():
-            for record in subscription.poll(poll_s):
+            records = subscription.poll(poll_s)
+            if consumer.batch_handler is not None and len(records) > 1:
+                outcome = handled_batch(bus, consumer, records, stop)
+                if outcome is None:
+                    return  # Stopped while the bus was down: nothing is committed.
+                if outcome:
+                    for last in last_of_each_partition(records):
+                        subscription.commit(last)
+                    continue
+            for record in records:
                 if not handled(bus, consumer, record, stop):
                     return  # Stopped while the bus was down: the record stays uncommitted.
                 subscription.commit(record)
@@ -95,6 +113,61 @@ def handled(bus: Bus, consumer: Consumer, record: Record, stop: threading.Event)
             )
             if stop.wait(BUS_RETRY_S):
                 return False
+
+
+def handled_batch(
+    bus: Bus, consumer: Consumer, records: Sequence[Record], stop: threading.Event
+) -> bool | None:
+    """The batch handler on ``records`` until the bus takes its outcome: True when it
+    returned, False when it raised (the records are to be handled one by one), None when
+    ``stop`` came while the bus was down."""
+    assert consumer.batch_handler is not None
+    tracer = trace.get_tracer(__name__)
+    topics = sorted({record.topic for record in records})
+    published = [span_context(record) for record in records]
+    while True:
+        started = time.perf_counter()
+        try:
+            with tracer.start_as_current_span(
+                f"{' '.join(topics)} process",
+                kind=SpanKind.CONSUMER,
+                links=[Link(context) for context in published if context.is_valid],
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": " ".join(topics),
+                    "messaging.consumer.group.name": consumer.group,
+                    "messaging.batch.message_count": len(records),
+                },
+            ):
+                consumer.batch_handler(records)
+        except BusUnavailable:
+            log.warning("bus unavailable; the batch will be handled again")
+            if stop.wait(BUS_RETRY_S):
+                return None
+            continue
+        except Exception as exc:
+            log.warning(
+                "batch failed; its records are handled one by one",
+                extra={"records": len(records), "error": type(exc).__name__},
+            )
+            return False
+        share = (time.perf_counter() - started) / len(records)  # each message's part
+        for record in records:
+            MESSAGES.labels(record.topic, consumer.group, "processed").inc()
+            HANDLING_SECONDS.labels(record.topic, consumer.group).observe(share)
+        return True
+
+
+def last_of_each_partition(records: Sequence[Record]) -> list[Record]:
+    last: dict[tuple[str, int], Record] = {}
+    for record in records:
+        last[(record.topic, record.partition)] = record
+    return list(last.values())
+
+
+def span_context(record: Record) -> trace.SpanContext:
+    """The span that published ``record`` (invalid when it carries none)."""
+    return trace.get_current_span(extract(record.headers)).get_span_context()
 
 
 def handle(bus: Bus, consumer: Consumer, record: Record) -> None:

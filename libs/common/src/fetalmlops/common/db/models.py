@@ -254,7 +254,8 @@ class Report(Base):
 
 
 class AuditEntry(Base):
-    """Who did what to which subject; details must stay PHI-free like every other table."""
+    """Who did what to which subject, hash-chained to the entry before it: written only by
+    `fetalmlops.common.db.audit.append`; details must stay PHI-free like every other table."""
 
     __tablename__ = "audit_log"
 
@@ -264,6 +265,8 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(sa.String(64))
     subject: Mapped[str] = mapped_column(sa.String(512))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
 
 class MonitoredVersion(Base):
@@ -291,6 +294,16 @@ class ObservedPrediction(Base):
     __tablename__ = "observed_predictions"
     __table_args__ = (
         sa.Index("ix_observed_predictions_stream", "model_name", "model_version", "segment"),
+        # The rows no window has taken yet, which every prediction looks up.
+        sa.Index(
+            "ix_observed_predictions_pending",
+            "model_name",
+            "model_version",
+            "segment",
+            "seq",
+            sqlite_where=sa.text("window_id IS NULL"),
+            postgresql_where=sa.text("window_id IS NULL"),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(primary_key=True)  # arrival order: windows follow it
@@ -393,7 +406,7 @@ OWNERS: dict[str, str] = {
     DatasetSnapshot.__tablename__: "trainer",
     ModelVersion.__tablename__: "trainer",
     Deployment.__tablename__: "trainer",
-    AuditEntry.__tablename__: "trainer",
+    AuditEntry.__tablename__: "trainer",  # its schema; every service appends (db.audit.append)
     Report.__tablename__: "monitor",
     MonitoredVersion.__tablename__: "monitor",
     ObservedPrediction.__tablename__: "monitor",
