@@ -35,6 +35,10 @@ def test_every_command_has_help() -> None:
         ["train"],
         ["snapshot", "create"],
         ["serve"],
+        ["monitor", "report"],
+        ["plan", "validate"],
+        ["audit", "show"],
+        ["audit", "verify"],
     ):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0, (args, result.output)
