@@ -15,8 +15,15 @@ from fetalmlops.common.db import create_engine_for, session_scope
 from fetalmlops.common.db.audit import entries, verify
 from fetalmlops.common.settings import Settings
 
-plan_app = typer.Typer(no_args_is_help=True)
-audit_app = typer.Typer(no_args_is_help=True)
+plan_app = typer.Typer(
+    no_args_is_help=True,
+    help="The change-control plan: what the loop may change on its own, and how a change is "
+    "accepted.",
+)
+audit_app = typer.Typer(
+    no_args_is_help=True,
+    help="The hash-chained audit trail: every alarm, training, gate and promotion.",
+)
 
 
 @plan_app.callback()
