@@ -16,7 +16,10 @@ from fetalmlops.common.db import (
     session_scope,
     upgrade,
 )
+from fetalmlops.common.db.audit import entries, verify
 from fetalmlops.trainer.registry import Gate, decide, next_version, promote_if_better, register
+from fetalmlops.trainer.registry import recipe as registry_recipe
+from fetalmlops.trainer.training import TrainConfig
 
 GOOD_RECALL = {"fetal_brain": 0.9, "maternal_cervix": 0.8}
 
@@ -91,3 +94,30 @@ def test_the_database_refuses_two_production_versions(engine: sa.Engine) -> None
         for _ in range(2):
             version(session, 0.9).stage = ModelStage.PRODUCTION
             session.flush()
+
+
+def test_a_version_keeps_its_recipe_and_parent_and_the_trail_its_lineage(
+    engine: sa.Engine,
+) -> None:
+    recipe = TrainConfig(backbone="resnet18", epochs=12, learning_rate=3e-4).to_dict()
+    with session_scope(engine) as session:
+        register(
+            session,
+            ModelVersion(
+                model_name="planes",
+                version=2,
+                metrics=metrics(0.9),
+                storage_uri="s3://fetal-models/planes/v2/",
+                recipe=recipe,
+                parent_version=1,
+            ),
+        )
+    with session_scope(engine) as session:
+        assert TrainConfig.from_dict(registry_recipe(session, "planes", 2) or {}) == TrainConfig(
+            backbone="resnet18", epochs=12, learning_rate=3e-4
+        )
+        assert registry_recipe(session, "planes", 7) is None
+        (registered,) = entries(session, "model:planes:v2")
+        assert registered.details["parent_version"] == 1
+        assert registered.details["recipe"]["backbone"] == "resnet18"
+        assert verify(entries(session)) == []

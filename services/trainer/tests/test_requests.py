@@ -32,6 +32,22 @@ def test_a_request_becomes_a_configuration() -> None:
     assert config_of(fine_tune).strategy is Strategy.FINE_TUNE
 
 
+def test_a_drift_retrain_repeats_the_drifted_versions_recipe_unless_told_otherwise() -> None:
+    champion = TrainConfig(
+        backbone="resnet18", strategy=Strategy.LINEAR_PROBE, epochs=12, learning_rate=3e-4
+    )
+    recipe = champion.to_dict() | {"a_setting_of_a_later_build": 1}
+    alarm = training_pb2.TrainingRequested(reason="drift")
+    assert config_of(alarm, recipe) == champion
+    shorter = training_pb2.TrainingRequested(
+        reason="drift", hyperparameters=Hyperparameters(epochs=3)
+    )
+    assert config_of(shorter, recipe) == TrainConfig(
+        backbone="resnet18", strategy=Strategy.LINEAR_PROBE, epochs=3, learning_rate=3e-4
+    )
+    assert config_of(alarm, None) == TrainConfig()  # a version without a recipe: the defaults
+
+
 @pytest.mark.parametrize(
     ("event", "reason"),
     [

@@ -72,6 +72,7 @@ class Request:
     out_of_domain: Mapping[str, Sequence[Entry]] = field(default_factory=dict)
     synthetic: bool = False  # trained on the phantom: the card says so
     fold: int = 0  # of a k-fold snapshot: the fold validated on, the others trained on
+    parent_version: int | None = None  # the version whose drift alarm this run answers
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from fetalmlops.common.bus import Consumer, Record, Rejected, read_event, retry_policy
 from fetalmlops.common.clients import connect
+from fetalmlops.common.db import session_scope
 from fetalmlops.common.service import Service, create_app, run
 from fetalmlops.common.settings import Settings
-from fetalmlops.trainer import catalog
+from fetalmlops.trainer import catalog, registry
 from fetalmlops.trainer.platform import Platform, run_on_platform
 from fetalmlops.trainer.requests import config_of, manifest_for, request_for
 from fetalmlops.trainer.settings import TrainerSettings
@@ -32,7 +33,15 @@ class Trainer:
         event = read_event(record)
         if not isinstance(event, training_pb2.TrainingRequested):
             raise Rejected(f"expected TrainingRequested, got {type(event).__name__}")
-        config, platform = config_of(event), self.platform
+        platform = self.platform
+        # A drift alarm asks for the drifted version again, on fresh data: its recipe, not
+        # the trainer's defaults, unless the request says otherwise.
+        parent = event.drift.model_version if event.HasField("drift") else None
+        recipe = None
+        if parent is not None:
+            with session_scope(platform.engine) as session:
+                recipe = registry.recipe(session, event.drift.model_name, parent)
+        config = config_of(event, recipe)
         entries = catalog.labelled_entries(platform.engine, platform.settings)
         try:
             manifest = manifest_for(
@@ -42,7 +51,7 @@ class Trainer:
         except (LookupError, ValueError) as exc:
             raise Rejected(str(exc)) from None
         request = request_for(
-            self.own, config, entries, event.held_out_cohorts, event.model_name, event.fold
+            self.own, config, entries, event.held_out_cohorts, event.model_name, event.fold, parent
         )
         run_on_platform(
             platform, manifest, catalog.store_loader(platform.store), request,

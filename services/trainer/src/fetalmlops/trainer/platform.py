@@ -85,6 +85,8 @@ def run_on_platform(
                     drift_reference=packaged.drift_reference,
                     snapshot_id=manifest.id,
                     training_run=run,
+                    recipe=request.config.to_dict(),
+                    parent_version=request.parent_version,
                 ),
             )
     with session_scope(platform.engine) as session:

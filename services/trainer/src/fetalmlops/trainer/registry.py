@@ -98,8 +98,25 @@ def production(session: Session, model_name: str) -> ModelVersion | None:
 def register(session: Session, version: ModelVersion) -> ModelVersion:
     session.add(version)
     session.flush()
-    audit(session, "registered", version, {"metrics": _headline(version.metrics)})
+    lineage = {
+        "snapshot_id": version.snapshot_id,
+        "training_run": version.training_run,
+        "parent_version": version.parent_version,
+        "recipe": version.recipe,
+    }
+    audit(session, "registered", version, {"metrics": _headline(version.metrics), **lineage})
     return version
+
+
+def recipe(session: Session, model_name: str, number: int) -> dict[str, Any] | None:
+    """The configuration version ``number`` of ``model_name`` was trained with; None when the
+    version is unknown or was registered before recipes were kept."""
+    found = session.scalars(
+        select(ModelVersion.recipe).where(
+            ModelVersion.model_name == model_name, ModelVersion.version == number
+        )
+    ).one_or_none()
+    return found
 
 
 def promote_if_better(

@@ -8,7 +8,9 @@ same options on the command line would.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -36,19 +38,28 @@ FLOORS: dict[str, float] = {
 }  # fmt: skip
 
 
-def config_of(event: training_pb2.TrainingRequested) -> TrainConfig:
-    """The event's configuration; Rejected, with the reason, when a value makes no sense."""
-    backbone = event.backbone or TrainConfig.backbone
+def config_of(
+    event: training_pb2.TrainingRequested, recipe: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """The event's configuration over ``recipe`` (a drifted version's, to repeat it) or the
+    trainer's defaults; Rejected, with the reason, when a value makes no sense."""
+    base = TrainConfig() if recipe is None else TrainConfig.from_dict(recipe)
+    backbone = event.backbone or base.backbone
     if backbone not in BACKBONES:
         raise Rejected(f"unknown backbone {backbone!r}")
     if event.strategy not in STRATEGIES:
         raise Rejected(f"unknown strategy {event.strategy}")
+    strategy = (
+        base.strategy
+        if event.strategy == training_pb2.TRAINING_STRATEGY_UNSPECIFIED
+        else STRATEGIES[event.strategy]
+    )
     given = event.hyperparameters
     values = {name: getattr(given, name) for name in FLOORS if given.HasField(name)}
     for name, value in values.items():
         if value < FLOORS[name]:
             raise Rejected(f"{name} must be at least {FLOORS[name]:g}, not {value:g}")
-    return TrainConfig(backbone=backbone, strategy=STRATEGIES[event.strategy], **values)
+    return replace(base, backbone=backbone, strategy=strategy, **values)
 
 
 def request_for(
@@ -58,6 +69,7 @@ def request_for(
     held_out: Sequence[str],
     model_name: str = "",
     fold: int = 0,
+    parent_version: int | None = None,
 ) -> Request:
     """The run: ``held_out`` cohorts among ``entries`` scored as out-of-domain, the card told
     when every image is the phantom's; ``model_name`` empty means the configured one."""
@@ -70,6 +82,7 @@ def request_for(
         out_of_domain={c: [e for e in entries if e.cohort == c] for c in held_out},
         synthetic=bool(cohorts) and cohorts <= PROFILES.keys(),
         fold=fold,
+        parent_version=parent_version,
     )
 
 

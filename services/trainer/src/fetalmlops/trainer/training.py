@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,18 @@ class TrainConfig:
         values["strategy"] = self.strategy.value
         values["weights"] = None if self.weights is None else str(self.weights)
         return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The configuration `to_dict` gave (a registered version's recipe); settings this
+        build does not know are left out."""
+        known = {f.name for f in fields(cls)} & values.keys()
+        given = {name: values[name] for name in known}
+        if "strategy" in given:
+            given["strategy"] = Strategy(given["strategy"])
+        if given.get("weights") is not None:
+            given["weights"] = Path(given["weights"])
+        return cls(**given)
 
     def identity(self) -> dict[str, Any]:
         """What the run computes: every setting but those that only change where or how fast

@@ -210,6 +210,8 @@ class ModelVersion(Base):
     )
     # Names the run (snapshot, model, configuration): a restarted Job finds what it registered.
     training_run: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    recipe: Mapped[dict[str, Any] | None]  # the run's configuration: what a retrain repeats
+    parent_version: Mapped[int | None]  # the version whose drift alarm this one answers
     created_at: Mapped[datetime] = _created_at()
     promoted_at: Mapped[datetime | None]
 
