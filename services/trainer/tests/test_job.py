@@ -150,6 +150,7 @@ def test_on_the_platform_a_version_is_registered_promoted_and_announced_once(
     )
 
     assert decision.promote and version.stage is ModelStage.PRODUCTION
+    assert version.recipe == request(entries).config.to_dict() and version.parent_version is None
     keys = {info.key for info in store.list(settings.buckets.models, "planes/v1/")}
     assert (
         "planes/v1/model-store/planes.mar" in keys and "planes/v1/config/config.properties" in keys
