@@ -64,7 +64,7 @@ from fetalmlops.common.db import upgrade
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import open_store
 from fetalmlops.monitor.drift.base import Reference, Window
-from fetalmlops.monitor.samples import observed, reference_of, window_of
+from fetalmlops.monitor.samples import observed, reference_of, window_of, windows
 from fetalmlops.monitor.settings import MonitorSettings
 from fetalmlops.monitor.verdicts import verdict
 from fetalmlops.stack import stack
@@ -75,17 +75,18 @@ DELAY_TARGET, FALSE_ALARM_TARGET, THROUGHPUT_TARGET = 200, 1.0, 0.8
 
 
 def segment_windows(
-    events: Sequence[predictions_pb2.PredictionMade], reference: Reference, size: int
+    events: Sequence[predictions_pb2.PredictionMade], reference: Reference, own: MonitorSettings
 ) -> dict[str, list[Window]]:
-    """The monitor's windows of `events`: per segment, full windows in arrival order."""
+    """The monitor's windows of `events`, cut as it cuts them (`samples.windows`): per segment,
+    in arrival order."""
     rows = defaultdict(list)
     for event in events:
         row = observed(event)
         rows[row.segment].append(row)
     return {
         segment: [
-            window_of(kept[start : start + size], reference.classes)
-            for start in range(0, len(kept) - size + 1, size)
+            window_of(cut, reference.classes)
+            for cut in windows(kept, own.window_size, own.window_seconds)
         ]
         for segment, kept in rows.items()
     }
@@ -122,13 +123,13 @@ def main() -> None:
             predictions(version, args.home, args.shift_patients, seed, PORTABLE, f"shift{r}", tick)
             for r, seed in enumerate(range(args.seed + 100, args.seed + 100 + args.shifts))
         ]
-    quiet_windows = segment_windows(quiet, reference, own.window_size)
+    quiet_windows = segment_windows(quiet, reference, own)
     shift_windows = [
-        windows
-        for stream in shifted
-        for windows in segment_windows(stream, reference, own.window_size).values()
+        cut for stream in shifted for cut in segment_windows(stream, reference, own).values()
     ]
-    quiet_predictions = sum(len(w) for w in quiet_windows.values()) * own.window_size
+    quiet_predictions = sum(
+        len(window.predicted) for cut in quiet_windows.values() for window in cut
+    )
     console.print(
         f"reference: {len(reference.probabilities)} held-out images; without shift: "
         f"{quiet_predictions} predictions in {len(quiet_windows)} segments; "
@@ -192,8 +193,8 @@ def main() -> None:
     replayed = {(w.segment, w.number): round(w.p_value, 9) for w in kept}
     expected = {
         (segment, number): round(verdict(reference, window).p_value, 9)
-        for segment, windows in segment_windows(stream, reference, own.window_size).items()
-        for number, window in enumerate(windows, start=1)
+        for segment, cut in segment_windows(stream, reference, own).items()
+        for number, window in enumerate(cut, start=1)
     }
     same = replayed == expected
     console.print(f"the service's {len(kept)} windows and evidence are the benchmark's: {same}")
