@@ -112,13 +112,10 @@ def predictions(
         events = list(read_events(cached.read_bytes()))
         tick(len(events))
         return events
-    archive = open_version(version, home / "unpacked")
-    classifier = archive.load(torch.device("cpu"))
+    archive, classifier = loaded(version, home)
     events = []
-    for request, drawn in groupby(drawn_pictures(plan(patients, seed, profiles), seed, prefix),
-                                  key=lambda d: d.request):  # fmt: skip
-        visit = list(drawn)
-        events.extend(served(archive, classifier, request, visit))
+    for visit in drawn_visits(plan(patients, seed, profiles), seed, prefix):
+        events.extend(served(archive, classifier, visit))
         tick(len(visit))
     cached.write_bytes(b"".join(_framed(e.SerializeToString()) for e in events))
     return events
@@ -130,25 +127,28 @@ def inference_footprint(
     """CodeCarbon's footprint of serving `patients` fresh high-end patients' requests (the
     archive's decoding, the forward pass, the events), pictures drawn beforehand; and how many
     predictions that was."""
-    archive = open_version(version, home / "unpacked")
-    classifier = archive.load(torch.device("cpu"))
-    visits = [list(v) for _, v in groupby(
-        drawn_pictures(plan(patients, seed, HIGH_END), seed, "carbon"), key=lambda d: d.request
-    )]  # fmt: skip
+    archive, classifier = loaded(version, home)
+    visits = list(drawn_visits(plan(patients, seed, HIGH_END), seed, "carbon"))
     with tracked(country, "fetalmlops-benchmark") as meter:
         for visit in visits:
-            served(archive, classifier, visit[0].request, visit)
+            served(archive, classifier, visit)
     return meter.footprint, sum(map(len, visits))
 
 
+def loaded(version: Path, home: Path) -> tuple[Archive, Classifier]:
+    """The version's archive, unpacked under `home`, and its model on the CPU."""
+    archive = open_version(version, home / "unpacked")
+    return archive, archive.load(torch.device("cpu"))
+
+
 def served(
-    archive: Archive, classifier: Classifier, request: str, visit: Sequence[Drawn]
+    archive: Archive, classifier: Classifier, visit: Sequence[Drawn]
 ) -> list[predictions_pb2.PredictionMade]:
-    """What the inference service publishes for one request of these pictures."""
+    """What the inference service publishes for one request: the pictures of one visit."""
     instances = [{"b64": base64.b64encode(drawn.png).decode()} for drawn in visit]
     batch = v1_batch({"instances": instances}, archive)
     probabilities, embeddings = classifier.scores(batch.tensor)
-    who = Served(request, MODEL, 1, archive.classes, "cpu", 0.0)
+    who = Served(visit[0].request, MODEL, 1, archive.classes, "cpu", 0.0)
     return [
         prediction_event(
             who,
@@ -164,6 +164,12 @@ def served(
         )
         for index, (image, drawn) in enumerate(zip(batch.images, visit, strict=True))
     ]
+
+
+def drawn_visits(specs: Sequence[ImageSpec], seed: int, prefix: str) -> Iterator[list[Drawn]]:
+    """The specs' pictures, drawn in a process per core, one list per visit (a request)."""
+    for _, visit in groupby(drawn_pictures(specs, seed, prefix), key=lambda d: d.request):
+        yield list(visit)
 
 
 def drawn_pictures(specs: Sequence[ImageSpec], seed: int, prefix: str) -> Iterator[Drawn]:

@@ -111,12 +111,11 @@ def register(session: Session, version: ModelVersion) -> ModelVersion:
 def recipe(session: Session, model_name: str, number: int) -> dict[str, Any] | None:
     """The configuration version ``number`` of ``model_name`` was trained with; None when the
     version is unknown or was registered before recipes were kept."""
-    found = session.scalars(
+    return session.scalars(
         select(ModelVersion.recipe).where(
             ModelVersion.model_name == model_name, ModelVersion.version == number
         )
     ).one_or_none()
-    return found
 
 
 def promote_if_better(
