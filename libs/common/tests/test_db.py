@@ -66,7 +66,7 @@ def test_upgrade_to_head_creates_every_table(url: str) -> None:
     db.upgrade(url)
 
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
-    assert db.current(url) == db.head() == "0010"
+    assert db.current(url) == db.head() == "0011"
 
 
 def test_migrations_match_the_models(url: str) -> None:

@@ -33,7 +33,7 @@ def test_every_event_message_in_the_contracts_is_registered() -> None:
         if "meta" in message.fields_by_name
     }
     assert declared == set(EVENT_TYPES)
-    assert len(declared) == 10
+    assert len(declared) == 11
 
 
 def test_stamp_sets_id_time_and_producer_once() -> None:

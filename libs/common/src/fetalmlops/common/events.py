@@ -32,6 +32,7 @@ EVENT_TYPES: dict[str, type[Message]] = {
         training_pb2.TrainingRequested,
         models_pb2.ModelTrained,
         models_pb2.ModelPromoted,
+        models_pb2.RolloutChanged,
         predictions_pb2.PredictionMade,
         predictions_pb2.InferenceEnergy,
         feedback_pb2.FeedbackGiven,

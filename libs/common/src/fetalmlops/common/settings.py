@@ -54,6 +54,11 @@ class Topics(BaseModel):
         "fetal.models.promoted",
         description="Promotions to production (registry → inference, monitor).",
     )
+    models_rollout: str = Field(
+        "fetal.models.rollout",
+        description="What each model serves: champion, challenger, shadow or canary "
+        "(monitor → inference).",
+    )
     predictions: str = Field(
         "fetal.predictions", description="PHI-free prediction events (inference → monitor)."
     )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fetalmlops.v1 import common_pb2 as fetalmlops_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65talmlops/v1/models.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\x9f\x02\n\x0cModelTrained\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x13\n\x0bstorage_uri\x18\x04 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x05 \x01(\t\x12\x39\n\x07metrics\x18\x06 \x03(\x0b\x32(.fetalmlops.v1.ModelTrained.MetricsEntry\x12\x12\n\nenergy_kwh\x18\x07 \x01(\x01\x12\x19\n\x11\x65missions_kg_co2e\x18\x08 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9b\x01\n\rModelPromoted\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x13\n\x0bstorage_uri\x18\x04 \x01(\t\x12\x18\n\x10previous_version\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65talmlops/v1/models.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\"\xe1\x02\n\x0cModelTrained\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x13\n\x0bstorage_uri\x18\x04 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x05 \x01(\t\x12\x39\n\x07metrics\x18\x06 \x03(\x0b\x32(.fetalmlops.v1.ModelTrained.MetricsEntry\x12\x12\n\nenergy_kwh\x18\x07 \x01(\x01\x12\x19\n\x11\x65missions_kg_co2e\x18\x08 \x01(\x01\x12\x16\n\x0eparent_version\x18\t \x01(\x05\x12(\n\x04gate\x18\n \x01(\x0b\x32\x1a.fetalmlops.v1.GateVerdict\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"V\n\tGateCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x62ound\x18\x03 \x01(\x01\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x42\x08\n\x06_value\"\xbd\x01\n\x0bGateVerdict\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12(\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x18.fetalmlops.v1.GateCheck\x12\x14\n\x0cplan_version\x18\x03 \x01(\t\x12\x13\n\x0bplan_digest\x18\x04 \x01(\t\x12\x18\n\x10\x63hampion_version\x18\x05 \x01(\x05\x12\x1f\n\x17sequestered_snapshot_id\x18\x06 \x01(\t\x12\x0e\n\x06images\x18\x07 \x01(\x05\"\x9b\x01\n\rModelPromoted\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x13\n\x0bstorage_uri\x18\x04 \x01(\t\x12\x18\n\x10previous_version\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xa5\x02\n\x0eRolloutChanged\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x18\n\x10\x63hampion_version\x18\x03 \x01(\x05\x12\x1c\n\x14\x63hampion_storage_uri\x18\x04 \x01(\t\x12\x1a\n\x12\x63hallenger_version\x18\x05 \x01(\x05\x12\x1e\n\x16\x63hallenger_storage_uri\x18\x06 \x01(\t\x12(\n\x04mode\x18\x07 \x01(\x0e\x32\x1a.fetalmlops.v1.RolloutMode\x12\x17\n\x0f\x63\x61nary_fraction\x18\x08 \x01(\x01\x12\x10\n\x08sequence\x18\t \x01(\x03\x12\x0e\n\x06reason\x18\n \x01(\t*]\n\x0bRolloutMode\x12\x1c\n\x18ROLLOUT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROLLOUT_MODE_SHADOW\x10\x01\x12\x17\n\x13ROLLOUT_MODE_CANARY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELTRAINED_METRICSENTRY']._loaded_options = None
   _globals['_MODELTRAINED_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_ROLLOUTMODE']._serialized_start=1163
+  _globals['_ROLLOUTMODE']._serialized_end=1256
   _globals['_MODELTRAINED']._serialized_start=74
-  _globals['_MODELTRAINED']._serialized_end=361
-  _globals['_MODELTRAINED_METRICSENTRY']._serialized_start=315
-  _globals['_MODELTRAINED_METRICSENTRY']._serialized_end=361
-  _globals['_MODELPROMOTED']._serialized_start=364
-  _globals['_MODELPROMOTED']._serialized_end=519
+  _globals['_MODELTRAINED']._serialized_end=427
+  _globals['_MODELTRAINED_METRICSENTRY']._serialized_start=381
+  _globals['_MODELTRAINED_METRICSENTRY']._serialized_end=427
+  _globals['_GATECHECK']._serialized_start=429
+  _globals['_GATECHECK']._serialized_end=515
+  _globals['_GATEVERDICT']._serialized_start=518
+  _globals['_GATEVERDICT']._serialized_end=707
+  _globals['_MODELPROMOTED']._serialized_start=710
+  _globals['_MODELPROMOTED']._serialized_end=865
+  _globals['_ROLLOUTCHANGED']._serialized_start=868
+  _globals['_ROLLOUTCHANGED']._serialized_end=1161
 # @@protoc_insertion_point(module_scope)

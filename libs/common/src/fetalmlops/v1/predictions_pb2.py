@@ -27,7 +27,7 @@ from fetalmlops.v1 import images_pb2 as fetalmlops_dot_v1_dot_images__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65talmlops/v1/predictions.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\x1a\x1a\x66\x65talmlops/v1/images.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x03\n\x0ePredictionMade\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rprediction_id\x18\x03 \x01(\t\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x05\x12G\n\rprobabilities\x18\x06 \x03(\x0b\x32\x30.fetalmlops.v1.PredictionMade.ProbabilitiesEntry\x12\x17\n\x0fpredicted_plane\x18\x07 \x01(\t\x12\x19\n\x11\x65mbedding_summary\x18\x08 \x03(\x02\x12\x38\n\x10image_statistics\x18\t \x01(\x0b\x32\x1e.fetalmlops.v1.ImageStatistics\x12%\n\x06\x64\x65vice\x18\n \x01(\x0b\x32\x15.fetalmlops.v1.Device\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x16\n\x0e\x63ompute_device\x18\x0c \x01(\t\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"|\n\x0fImageStatistics\x12\x0c\n\x04mean\x18\x01 \x01(\x02\x12\x0b\n\x03std\x18\x02 \x01(\x02\x12\x0b\n\x03p05\x18\x03 \x01(\x02\x12\x0b\n\x03p95\x18\x04 \x01(\x02\x12\x0c\n\x04rows\x18\x05 \x01(\x05\x12\x0f\n\x07\x63olumns\x18\x06 \x01(\x05\x12\x15\n\rdark_fraction\x18\x07 \x01(\x02\"\xc0\x02\n\x0fInferenceEnergy\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ompute_device\x18\x05 \x01(\t\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\renergy_joules\x18\x08 \x01(\x01\x12\x10\n\x08requests\x18\t \x01(\x03\x12\x13\n\x0bpredictions\x18\n \x01(\x03\x12\x0e\n\x06method\x18\x0b \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65talmlops/v1/predictions.proto\x12\rfetalmlops.v1\x1a\x1a\x66\x65talmlops/v1/common.proto\x1a\x1a\x66\x65talmlops/v1/images.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x04\n\x0ePredictionMade\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rprediction_id\x18\x03 \x01(\t\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x05\x12G\n\rprobabilities\x18\x06 \x03(\x0b\x32\x30.fetalmlops.v1.PredictionMade.ProbabilitiesEntry\x12\x17\n\x0fpredicted_plane\x18\x07 \x01(\t\x12\x19\n\x11\x65mbedding_summary\x18\x08 \x03(\x02\x12\x38\n\x10image_statistics\x18\t \x01(\x0b\x32\x1e.fetalmlops.v1.ImageStatistics\x12%\n\x06\x64\x65vice\x18\n \x01(\x0b\x32\x15.fetalmlops.v1.Device\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x16\n\x0e\x63ompute_device\x18\x0c \x01(\t\x12\x1f\n\x03\x61rm\x18\r \x01(\x0e\x32\x12.fetalmlops.v1.Arm\x12\x11\n\tshadow_of\x18\x0e \x01(\t\x12\x19\n\x11\x63hallenger_failed\x18\x0f \x01(\x08\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"|\n\x0fImageStatistics\x12\x0c\n\x04mean\x18\x01 \x01(\x02\x12\x0b\n\x03std\x18\x02 \x01(\x02\x12\x0b\n\x03p05\x18\x03 \x01(\x02\x12\x0b\n\x03p95\x18\x04 \x01(\x02\x12\x0c\n\x04rows\x18\x05 \x01(\x05\x12\x0f\n\x07\x63olumns\x18\x06 \x01(\x05\x12\x15\n\rdark_fraction\x18\x07 \x01(\x02\"\xc0\x02\n\x0fInferenceEnergy\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.fetalmlops.v1.EventMeta\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ompute_device\x18\x05 \x01(\t\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\renergy_joules\x18\x08 \x01(\x01\x12\x10\n\x08requests\x18\t \x01(\x03\x12\x13\n\x0bpredictions\x18\n \x01(\x03\x12\x0e\n\x06method\x18\x0b \x01(\t*P\n\x03\x41rm\x12\x13\n\x0f\x41RM_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41RM_CHAMPION\x10\x01\x12\x12\n\x0e\x41RM_CHALLENGER\x10\x02\x12\x0e\n\nARM_SHADOW\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTIONMADE_PROBABILITIESENTRY']._loaded_options = None
   _globals['_PREDICTIONMADE_PROBABILITIESENTRY']._serialized_options = b'8\001'
+  _globals['_ARM']._serialized_start=1132
+  _globals['_ARM']._serialized_end=1212
   _globals['_PREDICTIONMADE']._serialized_start=140
-  _globals['_PREDICTIONMADE']._serialized_end=602
-  _globals['_PREDICTIONMADE_PROBABILITIESENTRY']._serialized_start=550
-  _globals['_PREDICTIONMADE_PROBABILITIESENTRY']._serialized_end=602
-  _globals['_IMAGESTATISTICS']._serialized_start=604
-  _globals['_IMAGESTATISTICS']._serialized_end=728
-  _globals['_INFERENCEENERGY']._serialized_start=731
-  _globals['_INFERENCEENERGY']._serialized_end=1051
+  _globals['_PREDICTIONMADE']._serialized_end=681
+  _globals['_PREDICTIONMADE_PROBABILITIESENTRY']._serialized_start=629
+  _globals['_PREDICTIONMADE_PROBABILITIESENTRY']._serialized_end=681
+  _globals['_IMAGESTATISTICS']._serialized_start=683
+  _globals['_IMAGESTATISTICS']._serialized_end=807
+  _globals['_INFERENCEENERGY']._serialized_start=810
+  _globals['_INFERENCEENERGY']._serialized_end=1130
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ from fetalmlops.v1 import common_pb2 as _common_pb2
 from fetalmlops.v1 import images_pb2 as _images_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -11,8 +12,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Arm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARM_UNSPECIFIED: _ClassVar[Arm]
+    ARM_CHAMPION: _ClassVar[Arm]
+    ARM_CHALLENGER: _ClassVar[Arm]
+    ARM_SHADOW: _ClassVar[Arm]
+ARM_UNSPECIFIED: Arm
+ARM_CHAMPION: Arm
+ARM_CHALLENGER: Arm
+ARM_SHADOW: Arm
+
 class PredictionMade(_message.Message):
-    __slots__ = ("meta", "request_id", "prediction_id", "model_name", "model_version", "probabilities", "predicted_plane", "embedding_summary", "image_statistics", "device", "latency_ms", "compute_device")
+    __slots__ = ("meta", "request_id", "prediction_id", "model_name", "model_version", "probabilities", "predicted_plane", "embedding_summary", "image_statistics", "device", "latency_ms", "compute_device", "arm", "shadow_of", "challenger_failed")
     class ProbabilitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +44,9 @@ class PredictionMade(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_OF_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_FAILED_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.EventMeta
     request_id: str
     prediction_id: str
@@ -44,7 +59,10 @@ class PredictionMade(_message.Message):
     device: _images_pb2.Device
     latency_ms: float
     compute_device: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., prediction_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., predicted_plane: _Optional[str] = ..., embedding_summary: _Optional[_Iterable[float]] = ..., image_statistics: _Optional[_Union[ImageStatistics, _Mapping]] = ..., device: _Optional[_Union[_images_pb2.Device, _Mapping]] = ..., latency_ms: _Optional[float] = ..., compute_device: _Optional[str] = ...) -> None: ...
+    arm: Arm
+    shadow_of: str
+    challenger_failed: bool
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., prediction_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., predicted_plane: _Optional[str] = ..., embedding_summary: _Optional[_Iterable[float]] = ..., image_statistics: _Optional[_Union[ImageStatistics, _Mapping]] = ..., device: _Optional[_Union[_images_pb2.Device, _Mapping]] = ..., latency_ms: _Optional[float] = ..., compute_device: _Optional[str] = ..., arm: _Optional[_Union[Arm, str]] = ..., shadow_of: _Optional[str] = ..., challenger_failed: bool = ...) -> None: ...
 
 class ImageStatistics(_message.Message):
     __slots__ = ("mean", "std", "p05", "p95", "rows", "columns", "dark_fraction")

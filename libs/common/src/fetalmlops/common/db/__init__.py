@@ -13,6 +13,7 @@ from fetalmlops.common.db.migrate import (
     upgrade,
 )
 from fetalmlops.common.db.models import (
+    Approval,
     AuditEntry,
     Base,
     DatasetSnapshot,
@@ -32,11 +33,14 @@ from fetalmlops.common.db.models import (
     Report,
     ReportKind,
     RetrainingRequest,
+    Rollout,
+    RolloutPhase,
 )
 from fetalmlops.common.db.session import create_engine_for, session_scope
 from fetalmlops.common.planes import BrainPlane, Plane
 
 __all__ = [
+    "Approval",
     "AuditEntry",
     "Base",
     "BrainPlane",
@@ -58,6 +62,8 @@ __all__ = [
     "Report",
     "ReportKind",
     "RetrainingRequest",
+    "Rollout",
+    "RolloutPhase",
     "compare_to_models",
     "create_engine_for",
     "current",

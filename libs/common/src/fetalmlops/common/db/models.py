@@ -40,8 +40,24 @@ def _created_at() -> Mapped[datetime]:
 
 class ModelStage(StrEnum):
     CANDIDATE = "candidate"
+    CHALLENGER = "challenger"  # passed a change-control plan's gate: may meet live traffic
     PRODUCTION = "production"
     ARCHIVED = "archived"
+    REJECTED = "rejected"  # failed the gate, or was rolled back: never served again
+
+
+class RolloutPhase(StrEnum):
+    """Where a challenger stands beside its champion (a change-control plan's rollout)."""
+
+    SHADOW = "shadow"  # scores every request, answers none
+    CANARY = "canary"  # answers a fraction of requests
+    AWAITING_APPROVAL = "awaiting_approval"  # passed the canary; waits for the named people
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+    @property
+    def active(self) -> bool:
+        return self in (RolloutPhase.SHADOW, RolloutPhase.CANARY, RolloutPhase.AWAITING_APPROVAL)
 
 
 class ReportKind(StrEnum):
@@ -212,6 +228,7 @@ class ModelVersion(Base):
     training_run: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     recipe: Mapped[dict[str, Any] | None]  # the run's configuration: what a retrain repeats
     parent_version: Mapped[int | None]  # the version whose drift alarm this one answers
+    gate: Mapped[dict[str, Any] | None]  # a change-control plan's verdict, with its evidence
     created_at: Mapped[datetime] = _created_at()
     promoted_at: Mapped[datetime | None]
 
@@ -319,6 +336,13 @@ class ObservedPrediction(Base):
     image_stats: Mapped[dict[str, Any]]
     embedding: Mapped[dict[str, Any]]  # {"values": [...]}
     compute_device: Mapped[str] = mapped_column(sa.String(256), default="")
+    # The side of a rollout that made it ("champion", "challenger", "shadow"; "" from before
+    # rollouts), and for a shadow the prediction the champion answered the same image with.
+    arm: Mapped[str] = mapped_column(sa.String(16), default="", server_default="")
+    shadow_of: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    # Canary: the challenger was chosen for the request, failed, and the champion answered.
+    challenger_failed: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    latency_ms: Mapped[float | None]  # request received to answer ready (None from before)
     occurred_at: Mapped[datetime]
     window_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("drift_windows.id", ondelete="SET NULL"), index=True
@@ -397,6 +421,50 @@ class RetrainingRequest(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class Rollout(Base):
+    """A challenger's way to production beside its champion, under a change-control plan: one
+    row per challenger, its phase, and the ``sequence`` of the `fetal.models.rollout` state it
+    last published (a replica ignores an older one)."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        sa.UniqueConstraint("model_name", "challenger_version"),
+        # One challenger at a time per model: the database refuses a second active rollout.
+        sa.Index(
+            "uq_rollouts_one_active",
+            "model_name",
+            unique=True,
+            sqlite_where=sa.text("phase IN ('shadow', 'canary', 'awaiting_approval')"),
+            postgresql_where=sa.text("phase IN ('shadow', 'canary', 'awaiting_approval')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    champion_version: Mapped[int]  # 0: none
+    challenger_version: Mapped[int]
+    phase: Mapped[RolloutPhase] = mapped_column(string_enum(RolloutPhase, "rollout_phase"))
+    plan_digest: Mapped[str] = mapped_column(sa.String(64))
+    sequence: Mapped[int] = mapped_column(sa.BigInteger)
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    started_at: Mapped[datetime] = _created_at()
+    phase_started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class Approval(Base):
+    """A named person's sign-off of a challenger's promotion, with the reason they gave."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (sa.UniqueConstraint("rollout_id", "approver"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(sa.ForeignKey("rollouts.id"), index=True)
+    approver: Mapped[str] = mapped_column(sa.String(128))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    approved_at: Mapped[datetime] = _created_at()
+
+
 # Who writes each table (DESIGN.md: each service owns its rows). Another service reads a table
 # only through its owner's read interface: the catalog's is `fetalmlops.common.db.catalog`.
 # The registry's tables are the trainer's until the closed loop has a service of its own.
@@ -416,4 +484,6 @@ OWNERS: dict[str, str] = {
     DriftWindow.__tablename__: "monitor",
     RetrainingRequest.__tablename__: "monitor",
     EnergyAccount.__tablename__: "monitor",
+    Rollout.__tablename__: "monitor",
+    Approval.__tablename__: "monitor",
 }
