@@ -8,7 +8,7 @@ def test_defaults_select_the_embedded_stand_ins() -> None:
     settings = Settings()
     assert settings.bus is Backend.EMBEDDED
     assert settings.database_url.startswith("sqlite:///")
-    assert settings.topics.all()[0] == "fetal.studies.incoming" and len(settings.topics.all()) == 12
+    assert settings.topics.all()[0] == "fetal.studies.incoming" and len(settings.topics.all()) == 13
     assert settings.buckets.all() == [
         "fetal-raw",
         "fetal-anonymized",
