@@ -446,6 +446,7 @@ class Rollout(Base):
     phase: Mapped[RolloutPhase] = mapped_column(string_enum(RolloutPhase, "rollout_phase"))
     plan_digest: Mapped[str] = mapped_column(sa.String(64))
     sequence: Mapped[int] = mapped_column(sa.BigInteger)
+    published_sequence: Mapped[int] = mapped_column(sa.BigInteger, default=0)  # an outbox
     reason: Mapped[str] = mapped_column(sa.Text, default="")
     started_at: Mapped[datetime] = _created_at()
     phase_started_at: Mapped[datetime]

@@ -59,6 +59,7 @@ def upgrade() -> None:
         ),
         sa.Column("plan_digest", sa.String(length=64), nullable=False),
         sa.Column("sequence", sa.BigInteger(), nullable=False),
+        sa.Column("published_sequence", sa.BigInteger(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column(
             "started_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
