@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fetalmlops.changecontrol.plan import PlanError, load_plan
 from fetalmlops.common.bearer import is_loopback
 from fetalmlops.common.bus import Consumer, retry_policy
 from fetalmlops.common.bus.consume import BatchHandler, Handler
@@ -9,6 +10,7 @@ from fetalmlops.common.clients import connect
 from fetalmlops.common.service import Service, create_app, run
 from fetalmlops.common.settings import Settings
 from fetalmlops.monitor.api import add_routes
+from fetalmlops.monitor.rollouts import Rollouts
 from fetalmlops.monitor.settings import SERVICE_NAME, MonitorSettings
 from fetalmlops.monitor.stream import Monitor
 
@@ -16,13 +18,19 @@ from fetalmlops.monitor.stream import Monitor
 def build(settings: Settings, own: MonitorSettings | None = None) -> Service:
     own = own or MonitorSettings()
     clients = connect(settings)
-    monitor = Monitor(settings, own, clients)
+    try:
+        plan = None if own.plan is None else load_plan(own.plan)
+    except PlanError as exc:
+        raise SystemExit(str(exc)) from None
+    monitor = Monitor(
+        settings, own, clients, rollouts=None if plan is None else Rollouts(settings, plan, clients)
+    )
     if not own.tokens and not is_loopback(settings.http_host):
         raise SystemExit(
             "the monitor's reports need FETALMLOPS_MONITOR_TOKENS to listen beyond loopback"
         )
     app = create_app("FetalMLOps monitor", clients.readiness([settings.buckets.models]))
-    add_routes(app, clients.engine, own)
+    add_routes(app, clients.engine, own, monitor.rollouts)
     topics, retry = settings.topics, retry_policy(settings)
 
     def consumer(

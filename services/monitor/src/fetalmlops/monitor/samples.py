@@ -45,6 +45,14 @@ def reference_of(document: Mapping[str, Any]) -> Reference:
     )
 
 
+# The arm a prediction names, as the monitor's rows keep it ("" from before rollouts).
+ARMS = {
+    predictions_pb2.ARM_CHAMPION: "champion",
+    predictions_pb2.ARM_CHALLENGER: "challenger",
+    predictions_pb2.ARM_SHADOW: "shadow",
+}
+
+
 def observed(event: predictions_pb2.PredictionMade) -> ObservedPrediction:
     """The row the monitor keeps of a prediction event (all of it PHI-free)."""
     statistics = event.image_statistics
@@ -60,6 +68,10 @@ def observed(event: predictions_pb2.PredictionMade) -> ObservedPrediction:
         image_stats={name: getattr(statistics, name) for name in GREY_LEVEL_STATISTICS},
         embedding={"values": list(event.embedding_summary)},
         compute_device=event.compute_device,
+        arm=ARMS.get(event.arm, ""),
+        shadow_of=event.shadow_of or None,
+        challenger_failed=event.challenger_failed,
+        latency_ms=event.latency_ms or None,
         occurred_at=event.meta.occurred_at.ToDatetime(tzinfo=UTC),
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,4 +49,16 @@ class MonitorSettings(BaseSettings):
     )
     carbon_intensity_g_per_kwh: float = Field(
         56.0, ge=0, description="The site grid's carbon intensity (gCO2e/kWh; France's default)."
+    )
+    plan: Path | None = Field(
+        None,
+        description="The change-control plan (YAML, `fetalmlops plan validate`) whose rollout "
+        "rules move a challenger that passed the trainer's gate through shadow and canary to "
+        "production or back; without one, no rollout is run.",
+    )
+    rollout_review_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Predictions review the active rollout at most this often (feedback and "
+        "approvals always do): each review reads the rollout's predictions again.",
     )

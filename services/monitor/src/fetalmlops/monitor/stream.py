@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -48,6 +50,7 @@ from fetalmlops.monitor import metrics
 from fetalmlops.monitor.drift.alarm import AlarmRule, AlarmState, step
 from fetalmlops.monitor.drift.base import Reference
 from fetalmlops.monitor.estimate import estimated
+from fetalmlops.monitor.rollouts import Rollouts
 from fetalmlops.monitor.samples import NoSample, observed, reference_of, window_of, windows
 from fetalmlops.monitor.settings import SERVICE_NAME, MonitorSettings
 from fetalmlops.monitor.verdicts import alarm_rule, evidence, verdict
@@ -94,6 +97,9 @@ class Monitor:
     outbox_empty: bool = field(default=False, init=False)
     # Each watched version's parsed reference and rule (None: it has none), read once.
     versions: dict[tuple[str, int], Watched | None] = field(default_factory=dict, init=False)
+    # The change-control plan's rollouts (None: no plan), and when predictions last reviewed.
+    rollouts: Rollouts | None = None
+    reviewed_at: float = field(default=-math.inf, init=False)
 
     @property
     def engine(self) -> Engine:
@@ -122,6 +128,13 @@ class Monitor:
         for row in fresh:
             metrics.PREDICTIONS.labels(row.model_name, str(row.model_version)).inc()
         self.publish_requests()
+        if fresh and time.monotonic() - self.reviewed_at >= self.own.rollout_review_seconds:
+            self.review_rollouts()
+
+    def review_rollouts(self) -> None:
+        if self.rollouts is not None:
+            self.reviewed_at = time.monotonic()
+            self.rollouts.review(self.rollouts.plan.model)
 
     def watched(self, session: Session, model_name: str, number: int) -> Watched | None:
         """The version's reference and alarm rule (None: it has none), parsed once: both are
@@ -326,6 +339,7 @@ class Monitor:
             else:  # a correction: the latest reading stands
                 given.true_plane, given.reviewer = plane, event.reviewer or given.reviewer
         metrics.FEEDBACK.inc()
+        self.review_rollouts()
 
     # --- energy ------------------------------------------------------------------------------
 
@@ -382,6 +396,8 @@ class Monitor:
                     stream = Stream(event.model_name, event.version, segment)
                     self.close_windows(session, stream, watched)
         self.publish_requests()
+        if event.HasField("gate") and self.rollouts is not None:
+            self.rollouts.on_trained(event)
 
     def ensure_watched(self, model_name: str, number: int, storage_uri: str) -> None:
         """The version's row, written once; its reference is read and its alarm calibrated
