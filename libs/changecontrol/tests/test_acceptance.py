@@ -180,3 +180,18 @@ def test_a_thousand_resamples_of_two_thousand_images_well_under_a_second() -> No
     started = time.perf_counter()
     non_inferiority_bound(TRUTH, champion, challenger, confidence=0.95, resamples=1000, seed=0)
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_first_version_has_no_champion_and_no_non_inferiority_check() -> None:
+    challenger = scores(predictions(0.95, seed=2))
+
+    alone = judge(CRITERIA, None, challenger)
+    compared = judge(CRITERIA, CHAMPION, challenger)
+
+    assert alone.passed, failed(alone)
+    assert "macro_f1_non_inferiority" not in [check.name for check in alone.checks]
+    assert alone.checks == compared.checks[1:]  # every other check, the same figures
+    slow = judge(CRITERIA, None, replace(challenger, latency_p95_ms=250.0))
+    assert failed(slow) == ["latency_p95_ms"]
+    with pytest.raises(ValueError, match="a probability column per plane"):
+        judge(CRITERIA, None, replace(challenger, probabilities=np.full((N, 5), 0.2)))

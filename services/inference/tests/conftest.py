@@ -8,6 +8,7 @@ packages with, to get exactly the `.mar` the trainer publishes without training 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -51,6 +52,30 @@ def layout(tmp_path_factory: pytest.TempPathFactory, pngs: list[bytes]) -> Model
     )
     background = np.stack([decode(png, prep).numpy() for png in pngs])
     return build_mar(NAME, VERSION, torchscript, prep, CLASSES, root / "v4", background=background)
+
+
+def other_version(root: Path, version: int, size: int = SIZE, shift: float = 0.5) -> ModelLayout:
+    """Version ``version`` of the same model: the tiny CNN, its weights shifted by ``shift``,
+    preprocessed to ``size`` pixels."""
+    model = tiny_cnn()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(shift)
+    example = torch.randn(1, 3, size, size)
+    torchscript = export_torchscript(model, example, root / "ts.pt", head=HEAD, features=FEATURES)
+    return build_mar(NAME, version, torchscript, Preprocessing(size=size), CLASSES, root / "v")
+
+
+@pytest.fixture(scope="session")
+def second(tmp_path_factory: pytest.TempPathFactory) -> ModelLayout:
+    """Version 5 of the same model, other weights, the same preprocessing: a challenger."""
+    return other_version(tmp_path_factory.mktemp("second"), 5)
+
+
+@pytest.fixture(scope="session")
+def resized(tmp_path_factory: pytest.TempPathFactory) -> ModelLayout:
+    """Version 6, preprocessed to 48 pixels: a challenger that decodes a request otherwise."""
+    return other_version(tmp_path_factory.mktemp("resized"), 6, size=48, shift=-0.3)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from PIL import Image
 
-from fetalmlops.archive.packaging import ModelLayout, build_mar, export_torchscript
-from fetalmlops.archive.preprocessing import Preprocessing
+from fetalmlops.archive.packaging import ModelLayout
 from fetalmlops.imaging.statistics import MAX_SAMPLED_DIM, projected
 from fetalmlops.inference.archive import open_version
 from fetalmlops.inference.events import (
@@ -30,7 +28,7 @@ from fetalmlops.inference.events import (
 from fetalmlops.inference.predictor import Options, PlanePredictor
 from fetalmlops.v1 import predictions_pb2
 
-from .conftest import CLASSES, FEATURES, HEAD, NAME, SIZE, VERSION, tiny_cnn
+from .conftest import CLASSES, NAME, VERSION
 from .test_dicom import phantom
 
 Events = list[predictions_pb2.PredictionMade]
@@ -65,6 +63,9 @@ def test_each_image_gets_an_event_named_as_its_answer(
     assert len({e.request_id for e in events}) == 1 and events[0].request_id
     for event, prediction, png in zip(events, predictions, pngs, strict=True):
         assert (event.model_name, event.model_version) == (NAME, VERSION)
+        # No rollout: the champion answers, and says so.
+        assert (event.arm, prediction["arm"]) == (predictions_pb2.ARM_CHAMPION, "champion")
+        assert not event.shadow_of and not event.challenger_failed
         assert event.predicted_plane == prediction["label"]
         assert dict(event.probabilities) == pytest.approx(prediction["probabilities"], abs=1e-6)
         assert event.compute_device == "cpu" and event.latency_ms > 0
@@ -123,19 +124,6 @@ def test_v2_requests_publish_too(layout: ModelLayout, pngs: list[bytes], tmp_pat
     assert "client-id" not in {e.request_id for e in events}  # a client's id may be PHI
 
 
-@pytest.fixture(scope="module")
-def second(tmp_path_factory: pytest.TempPathFactory) -> ModelLayout:
-    """Version 5 of the same model, other weights."""
-    root = tmp_path_factory.mktemp("second")
-    model = tiny_cnn()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.5)
-    example = torch.randn(1, 3, SIZE, SIZE)
-    torchscript = export_torchscript(model, example, root / "ts.pt", head=HEAD, features=FEATURES)
-    return build_mar(NAME, 5, torchscript, Preprocessing(size=SIZE), CLASSES, root / "v5")
-
-
 def test_a_switch_answers_requests_in_flight_with_their_own_version(
     layout: ModelLayout, second: ModelLayout, pngs: list[bytes], tmp_path: Path
 ) -> None:
@@ -173,7 +161,7 @@ def test_concurrent_requests_share_model_runs(
     answers = [answer for answer, _ in asyncio.run(all_at_once())]
     alone = [call(predictor, body) for body in bodies]
 
-    assert predictor.serving().batcher.stats.batches < len(bodies) + len(alone)
+    assert predictor.serving().champion.batcher.stats.batches < len(bodies) + len(alone)
     for together, single in zip(answers, alone, strict=True):
         a, b = together["predictions"][0], single["predictions"][0]
         assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)

@@ -45,7 +45,7 @@ SIDE = 32
 CHANNELS = 8  # half of them kept on the left of the feature map, half on the right
 ANSWER_KEYS = {
     "label", "probabilities", "target", "method", "heatmap", "heatmap_png", "elapsed_ms",
-    "model_name", "model_version",
+    "model_name", "model_version", "arm",
 }  # fmt: skip
 
 
@@ -309,6 +309,7 @@ def check_answer(answer: dict[str, Any], method: str, target: str) -> NDArray[np
     assert set(answer) == ANSWER_KEYS | ({"samples"} if method == "shap" else set())
     assert (answer["method"], answer["target"]) == (method, target)
     assert (answer["model_name"], answer["model_version"]) == (NAME, str(VERSION))
+    assert answer["arm"] == "champion"
     assert list(answer["probabilities"]) == CLASSES and answer["label"] in CLASSES
     assert answer["heatmap"]["shape"] == [SIZE, SIZE] and answer["elapsed_ms"] > 0
     heatmap = np.array(answer["heatmap"]["data"])
@@ -347,7 +348,7 @@ def test_explain_through_the_predictor_of_the_trainers_archive(
 ) -> None:
     predictor = PlanePredictor(archive, options=Options(explain_timeout_s=3.0))
     predictor.load()
-    assert predictor.serving().classifier.background is not None
+    assert predictor.serving().champion.classifier.background is not None
 
     # Thrice: TorchScript optimises a method after its first calls.
     runs = [explain(predictor, body(pngs[:2])) for _ in range(3)]

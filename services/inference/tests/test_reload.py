@@ -74,9 +74,9 @@ def test_a_followed_promotion_switches_and_a_broken_one_keeps_the_old_version(
     assert opened == []
     with pytest.raises(ArchiveError, match="no model version"):
         follower.handle(record(promoted(9, VERSION)))
-    assert predictor.serving().archive is archive  # still serving
+    assert predictor.serving().champion.archive is archive  # still serving
     follower.handle(record(promoted(VERSION + 1, VERSION)))
     assert opened == ["s3://m/v9/", f"s3://m/v{VERSION + 1}/"]
-    assert predictor.serving().archive is not archive
+    assert predictor.serving().champion.archive is not archive
     with pytest.raises(Rejected, match="expected ModelPromoted"):
         follower.handle(record(training_pb2.TrainingRequested(model_name=NAME)))

@@ -231,21 +231,46 @@ class Postgres:
                             sql.Identifier(role), sql.Literal(passwords[role])
                         )
                     )
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        finally:
+            conn.close()
+        self.create_database(DATABASE)
+
+    def create_database(self, name: str) -> None:
+        """The database ``name`` (once), owned by the owner role, every service granted its
+        rows as in the project's own."""
+        conn = self.connect()
+        conn.autocommit = True  # CREATE DATABASE refuses to run inside a transaction
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if not cur.fetchone():
                     cur.execute(
                         sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                            sql.Identifier(DATABASE), sql.Identifier(OWNER_ROLE)
+                            sql.Identifier(name), sql.Identifier(OWNER_ROLE)
                         )
                     )
         finally:
             conn.close()
-        conn = self.connect(DATABASE)
+        conn = self.connect(name)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
                 for statement in role_grants(OWNER_ROLE, list(SERVICES)):
                     cur.execute(statement)
+        finally:
+            conn.close()
+
+    def drop_database(self, name: str) -> None:
+        """Drops ``name``, closing the connections still open on it (PostgreSQL 13+)."""
+        if name == DATABASE:
+            raise ValueError(f"{DATABASE} is the stack's own database")
+        conn = self.connect()
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
         finally:
             conn.close()
 

@@ -96,11 +96,12 @@ def status(config: StackConfig | None = None) -> list[ComponentStatus]:
 
 
 def settings_values(
-    service: str | None = None, config: StackConfig | None = None
+    service: str | None = None, config: StackConfig | None = None, database: str = DATABASE
 ) -> dict[str, object]:
     """Keyword arguments for ``Settings(**values)`` that point ``service`` at this stack.
 
     ``service=None`` gives the administrator's view: MinIO root and the database owner role.
+    ``database`` another database of the stack's PostgreSQL (`scratch_database`).
     """
     if service is not None and service not in SERVICES:
         raise StackError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
@@ -123,9 +124,23 @@ def settings_values(
         "minio_secret_key": secret_key,
         "minio_secure": False,
         "database_url": (
-            f"postgresql+psycopg2://{role}:{password}@{HOST}:{config.postgres_port}/{DATABASE}"
+            f"postgresql+psycopg2://{role}:{password}@{HOST}:{config.postgres_port}/{database}"
         ),
     }
+
+
+@contextlib.contextmanager
+def scratch_database(name: str, config: StackConfig | None = None) -> Iterator[str]:
+    """A database of the stack's PostgreSQL beside the project's, with the same owner and
+    grants, dropped on the way out: for a run that needs a catalog and a registry of its own
+    (the whole closed loop trains on everything its catalog holds). Yields ``name``."""
+    config = config or StackConfig()
+    postgres = Postgres(config, load(config.credentials_file))
+    postgres.create_database(name)
+    try:
+        yield name
+    finally:
+        postgres.drop_database(name)
 
 
 def env(service: str | None = None, config: StackConfig | None = None) -> str:

@@ -17,6 +17,9 @@ must pass:
   trainer's and the monitor's binning) against its ceiling.
 * ``latency_p95_ms``: the challenger's 95th-percentile latency against its ceiling.
 
+A model's first version has no champion: it is judged by the plan's absolute bars alone, and
+its verdict has no non-inferiority check (there is nothing to be inferior to).
+
 A figure the test set cannot give (the recall of a plane it holds no image of) is NaN, and a
 NaN meets no floor and no ceiling: what was not measured was not shown.
 
@@ -88,29 +91,36 @@ class Verdict:
         return {"passed": self.passed, "checks": [check.to_dict() for check in self.checks]}
 
 
-def judge(criteria: Acceptance, champion: Scores, challenger: Scores, seed: int = 0) -> Verdict:
-    """The verdict on ``challenger`` against ``champion`` by ``criteria``.
+def judge(
+    criteria: Acceptance, champion: Scores | None, challenger: Scores, seed: int = 0
+) -> Verdict:
+    """The verdict on ``challenger`` against ``champion`` by ``criteria``; with no champion
+    (the model's first version), every check but non-inferiority.
 
     Raises ValueError unless both scored the same images (the same truth and segments, in the
     same order) with (n, 6) probability rows. ``seed`` fixes the bootstrap's draws.
     """
-    truth, segments, champion_probs = _checked(champion)
-    challenger_truth, challenger_segments, challenger_probs = _checked(challenger)
-    if not np.array_equal(truth, challenger_truth):
-        raise ValueError("champion and challenger were not scored on the same truth")
-    if not np.array_equal(segments, challenger_segments):
-        raise ValueError("champion and challenger were not scored on the same segments")
+    truth, segments, challenger_probs = _checked(challenger)
     predicted = challenger_probs.argmax(axis=1)
-    bound = non_inferiority_bound(
-        truth,
-        champion_probs.argmax(axis=1),
-        predicted,
-        confidence=criteria.confidence,
-        resamples=criteria.bootstrap_resamples,
-        seed=seed,
-    )
-    checks = [
-        _floor("macro_f1_non_inferiority", bound, -criteria.macro_f1_non_inferiority_margin),
+    checks = []
+    if champion is not None:
+        champion_truth, champion_segments, champion_probs = _checked(champion)
+        if not np.array_equal(champion_truth, truth):
+            raise ValueError("champion and challenger were not scored on the same truth")
+        if not np.array_equal(champion_segments, segments):
+            raise ValueError("champion and challenger were not scored on the same segments")
+        bound = non_inferiority_bound(
+            truth,
+            champion_probs.argmax(axis=1),
+            predicted,
+            confidence=criteria.confidence,
+            resamples=criteria.bootstrap_resamples,
+            seed=seed,
+        )
+        checks.append(
+            _floor("macro_f1_non_inferiority", bound, -criteria.macro_f1_non_inferiority_margin)
+        )
+    checks += [
         *recall_checks(truth, predicted, criteria.recall_floors),
         *segment_checks(truth, predicted, segments, criteria.segment_macro_f1_floor),
         _ceiling("ece", calibration_error(truth, challenger_probs), criteria.ece_ceiling),

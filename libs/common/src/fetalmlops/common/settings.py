@@ -57,7 +57,7 @@ class Topics(BaseModel):
     models_rollout: str = Field(
         "fetal.models.rollout",
         description="What each model serves: champion, challenger, shadow or canary "
-        "(monitor → inference).",
+        "(monitor → inference, registry).",
     )
     predictions: str = Field(
         "fetal.predictions", description="PHI-free prediction events (inference → monitor)."

@@ -108,6 +108,21 @@ class Archive:
         classifier: Classifier = self.handler.PlaneClassifier.load(self.directory, device)
         return classifier
 
+    def decoding_digest(self) -> str:
+        """What turns a request into this version's input: the archive's handler and
+        preprocessing code and its preprocessing parameters. Two versions with the same digest
+        decode a request to the same tensors, so a champion and its challenger share one
+        decoding (the usual case: a retrain with the same recipe)."""
+        digest = hashlib.sha256()
+        for path in (
+            Path(self.handler.__file__ or ""),
+            Path(self.preprocessing.__file__ or ""),
+            self.directory / PREPROCESSING_PARAMETERS,
+        ):
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
     def decode(self, item: object, limits: ImageLimits | None = None) -> Decoded:
         """One request item (base64 text, image bytes, ``{"b64": ...}``) as the model's input.
 

@@ -6,6 +6,13 @@ summarised, the scanner model, latency, where the model ran) and nothing that id
 patient: no pixels, no header value but the scanner's make and model (which `ImageReceived`
 keeps too), and ids this server generated itself, since a client's own request id may be an
 accession number.
+
+Every event names the arm of the rollout that made it (`arms.py`). A shadow scoring of the
+challenger gets an event of its own: prediction id ``<request id>-<image index>-shadow``, the
+challenger's version, ``arm`` = ``ARM_SHADOW`` and ``shadow_of`` = the id of the champion's
+prediction of the same image, so the monitor pairs the two without a join on pixels. Its
+``latency_ms`` is what the challenger would have taken to answer: the request's decoding and
+the challenger's own run, not the wait behind the champion.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fetalmlops.imaging.statistics import per_image_statistics, projected
+from fetalmlops.inference.arms import Arm
 from fetalmlops.inference.dicom import Scanner
 from fetalmlops.v1 import images_pb2, predictions_pb2
 
@@ -44,10 +52,14 @@ class Served:
     classes: Sequence[str]
     compute_device: str
     latency_ms: float
+    arm: Arm = Arm.CHAMPION
+    challenger_failed: bool = False  # canary: the challenger was chosen, failed, and we answered
 
 
-def prediction_id(request_id: str, index: int) -> str:
-    return f"{request_id}-{index}"
+def prediction_id(request_id: str, index: int, arm: Arm = Arm.CHAMPION) -> str:
+    """The id an answer and its event carry; a shadow's is the champion's with ``-shadow``."""
+    own = f"{request_id}-{index}"
+    return f"{own}-shadow" if arm is Arm.SHADOW else own
 
 
 def prediction_event(
@@ -57,7 +69,7 @@ def prediction_event(
     best = int(np.argmax(probabilities))
     event = predictions_pb2.PredictionMade(
         request_id=served.request_id,
-        prediction_id=prediction_id(served.request_id, index),
+        prediction_id=prediction_id(served.request_id, index, served.arm),
         model_name=served.model_name,
         model_version=served.model_version,
         probabilities=dict(zip(served.classes, probabilities, strict=True)),
@@ -65,7 +77,11 @@ def prediction_event(
         image_statistics=image_statistics(observation),
         latency_ms=served.latency_ms,
         compute_device=served.compute_device,
+        arm=served.arm.on_the_wire,
+        challenger_failed=served.challenger_failed,
     )
+    if served.arm is Arm.SHADOW:
+        event.shadow_of = prediction_id(served.request_id, index)
     if observation.embedding is not None:
         event.embedding_summary.extend(embedding_summary(observation.embedding).tolist())
     if observation.scanner is not None:

@@ -6,11 +6,13 @@ copies. So the limits are on pixels, as ingest's are, with the same defaults and
 rule (`fetalmlops.imaging.limits`): a file ingest would refuse is refused here too, from its
 header, before Pillow or pydicom decodes a pixel. And a request is a number of images: each
 becomes a preprocessed tensor however small it arrived (a 68-byte PNG is a 600 KB float tensor
-at 224 pixels), so the count is bounded too.
+at 224 pixels), so the count is bounded too, and so is the number of requests decoded at once
+(`DecodeSlots`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from fetalmlops.imaging.limits import over_limits
@@ -47,3 +49,22 @@ def check_size(rows: int, columns: int, frames: int, limits: ImageLimits) -> Non
 def check_count(images: int, limits: ImageLimits) -> None:
     if images > limits.max_request_images:
         raise TooLarge(f"the request holds more than {limits.max_request_images} images")
+
+
+class DecodeSlots:
+    """At most ``slots`` decodes at once, on whichever event loop serves the requests.
+
+    A semaphore belongs to the loop it first waited on; tests and a restarted server run
+    requests on new loops, so a new loop gets a new semaphore (as `MicroBatcher._bind` does).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore = asyncio.Semaphore(slots)
+
+    def slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._semaphore = loop, asyncio.Semaphore(self.slots)
+        return self._semaphore

@@ -3,8 +3,10 @@
 ``python -m fetalmlops.inference`` (the image's entry point) and ``fetalmlops run inference``
 serve ``FETALMLOPS_INFERENCE_MODEL_URI`` on ``FETALMLOPS_HTTP_HOST:FETALMLOPS_HTTP_PORT``;
 ``fetalmlops serve`` serves the version its options name through the same `build` and
-`run_serving`. Prediction events go to the configured bus, and with
-``FETALMLOPS_INFERENCE_RELOAD_ON_PROMOTION`` a thread follows `fetal.models.promoted`.
+`run_serving`. Prediction events go to the configured bus; with
+``FETALMLOPS_INFERENCE_RELOAD_ON_PROMOTION`` a thread follows `fetal.models.promoted`, and with
+``FETALMLOPS_INFERENCE_FOLLOW_ROLLOUTS`` another follows `fetal.models.rollout` (shadow and
+canary challengers).
 Without a model configured the service still starts, live and unready (``/readyz`` 503), as on
 a platform where nothing has been trained yet; a configured model that cannot be loaded stops
 the process with the reason, so a deployment error is loud (and Kubernetes retries).
@@ -36,7 +38,8 @@ from fetalmlops.inference.guard import ServeRefused
 from fetalmlops.inference.limits import ImageLimits
 from fetalmlops.inference.predictor import Options, PlanePredictor
 from fetalmlops.inference.publisher import PredictionPublisher
-from fetalmlops.inference.reload import Follower, follow
+from fetalmlops.inference.reload import Follower, Following, follow
+from fetalmlops.inference.rollout import RolloutFollower
 from fetalmlops.inference.server import model_ready, serve
 from fetalmlops.inference.settings import SERVICE_NAME, InferenceSettings
 from fetalmlops.v1 import predictions_pb2
@@ -83,6 +86,7 @@ def build(
         parallel_runs=own.parallel_runs,
         limits=ImageLimits(own.max_pixels, own.max_side, own.max_frames, own.max_request_images),
         max_concurrent_decodes=own.max_concurrent_decodes,
+        max_shadows_in_flight=own.max_shadows_in_flight,
     )
     try:
         predictors = (
@@ -126,21 +130,26 @@ def opener(settings: Settings, cache: Path) -> Callable[[str | Path], Archive]:
 def run_serving(
     serving: Serving, settings: Settings, own: InferenceSettings, cache: Path, host: str, port: int
 ) -> None:
-    """Serves until SIGTERM; then stops following promotions, publishes what is queued and
-    flushes the spans.
+    """Serves until SIGTERM; then stops following promotions and rollouts, publishes what is
+    queued and flushes the spans.
 
     Raises ServeRefused before serving when the bearer-token rules forbid it.
     """
     return_large_blocks()  # decoded pictures are freed back to the system, not kept per thread
     if serving.accountant is not None:
         serving.accountant.start()
-    followings = []
-    if own.reload_on_promotion:
-        topics = settings.topics
-        for predictor in serving.predictors:
-            follower = Follower(predictor, opener(settings, cache))
+    followings: list[Following] = []
+    topics = settings.topics
+    for predictor in serving.predictors:
+        if own.reload_on_promotion:
+            promotions = Follower(predictor, opener(settings, cache))
             followings.append(
-                follow(serving.bus, follower, topics.models_promoted, topics.deadletter)
+                follow(serving.bus, promotions, topics.models_promoted, topics.deadletter)
+            )
+        if own.follow_rollouts:
+            rollouts = RolloutFollower(predictor, opener(settings, cache))
+            followings.append(
+                follow(serving.bus, rollouts, topics.models_rollout, topics.deadletter, "rollouts")
             )
     try:
         serve(serving.predictors, own, host, port, serving.readiness)

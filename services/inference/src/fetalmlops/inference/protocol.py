@@ -5,7 +5,7 @@ V1 (``POST /v1/models/<name>:predict``), TensorFlow Serving's request formats::
     {"instances": [{"b64": "<base64 PNG, JPEG or DICOM>"}, ...]}
     {"instances": [{"image_bytes": {"b64": "..."}}, ...]}   (Vertex AI's name for the input)
     {"inputs": [...]} or {"inputs": {"<input>": [...]}}     (the columnar format)
-    -> {"predictions": [{"label", "probabilities", "model_name", "model_version",
+    -> {"predictions": [{"label", "probabilities", "model_name", "model_version", "arm",
                          "prediction_id"}, ...]}
 
 V2 (``POST /v2/models/<name>/infer``), exactly one input:
@@ -18,6 +18,10 @@ V2 (``POST /v2/models/<name>/infer``), exactly one input:
 and two outputs: ``probabilities`` (FP32 ``[N, classes]``, the class order in its ``classes``
 parameter) and ``label`` (BYTES ``[N]``). The response's ``prediction_ids`` parameter (a JSON
 list) names each prediction as `fetal.predictions` and clinician feedback do.
+
+Every answer names the version and the arm of a rollout that made it (V1: ``model_version``
+and ``arm`` beside each prediction; V2: the response's ``model_version`` and its ``arm``
+parameter): ``champion``, or ``challenger`` for a canary request the challenger answered.
 
 Every client mistake is raised here as `Refused` (HTTP 400, `TooLarge` 413 beyond the limits of
 `limits.py`) with a reason that names inputs and outputs by the names the model declares or by
@@ -38,6 +42,7 @@ import torch
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from fetalmlops.inference.archive import Archive, Classifier, Decoded
+from fetalmlops.inference.arms import Arm
 from fetalmlops.inference.binary import DATATYPES
 from fetalmlops.inference.limits import ImageLimits, check_count
 from fetalmlops.inference.metadata import (
@@ -238,6 +243,7 @@ def v1_response(
     model_name: str,
     model_version: str,
     prediction_ids: Sequence[str],
+    arm: Arm,
 ) -> dict[str, Any]:
     return {
         "predictions": [
@@ -245,6 +251,7 @@ def v1_response(
                 **classifier.prediction(row),
                 "model_name": model_name,
                 "model_version": model_version,
+                "arm": arm.value,
                 "prediction_id": prediction_id,
             }
             for row, prediction_id in zip(probabilities, prediction_ids, strict=True)
@@ -259,6 +266,7 @@ def v2_response(
     model_name: str,
     model_version: str,
     prediction_ids: Sequence[str],
+    arm: Arm,
 ) -> InferResponse:
     labels = [str(classifier.prediction(row)["label"]) for row in probabilities]
     outputs = [
@@ -277,7 +285,7 @@ def v2_response(
         model_name=model_name,
         model_version=model_version,
         infer_outputs=outputs,
-        parameters={"prediction_ids": json.dumps(list(prediction_ids))},
+        parameters={"prediction_ids": json.dumps(list(prediction_ids)), "arm": arm.value},
         use_binary_outputs=request.use_binary_outputs,
         requested_outputs=request.request_outputs,
     )

@@ -113,3 +113,15 @@ class InferenceSettings(BaseSettings):
         description="Follow `fetal.models.promoted`: load each new production version of the "
         "served model and switch to it without dropping a request.",
     )
+    follow_rollouts: bool = Field(
+        True,
+        description="Follow `fetal.models.rollout`: serve the champion and challenger it names, "
+        "the challenger in shadow (scores every request, answers none) or canary (answers a "
+        "fraction of requests, chosen by request id).",
+    )
+    max_shadows_in_flight: int = Field(
+        16,
+        ge=1,
+        description="Shadow scorings by the challenger running at once; beyond, a request's "
+        "shadow is skipped and counted, never queued (each holds its request's images).",
+    )

@@ -4,7 +4,8 @@ The catalog's labelled images, read through the anonymizer's read interface
 (`fetalmlops.common.db.catalog`), become snapshot entries (several annotators: the majority
 reading); the manifest goes to
 `fetal-datasets/snapshots/<id>.json`, written once (same id, same bytes), and a
-`dataset_snapshots` row names it with its content hash.
+`dataset_snapshots` row names it with its content hash. Under a change-control plan a fresh
+snapshot holds only what the plan's data rules let train (`data_rules.DataRules`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fetalmlops.common.db import DatasetSnapshot, session_scope
 from fetalmlops.common.db.catalog import labelled_images
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectNotFound, ObjectStore
+from fetalmlops.trainer.data_rules import Catalogued, DataRules
 from fetalmlops.trainer.snapshots import (
     Entry,
     Filters,
@@ -35,18 +37,26 @@ class UnknownSnapshot(LookupError):
 
 def labelled_entries(engine: Engine, settings: Settings) -> list[Entry]:
     """Every labelled image of the catalog (its read interface), with the majority reading."""
-    return [
-        Entry(
+    return [entry for entry, _ in labelled_readings(engine, settings)]
+
+
+def labelled_readings(engine: Engine, settings: Settings) -> list[Catalogued]:
+    """Every labelled image as an entry (the majority reading) with every annotator's reading:
+    what a change-control plan's agreement rule is checked on."""
+    catalogued: list[Catalogued] = []
+    for image in labelled_images(engine):
+        readings = tuple(plane.value for plane in image.readings)
+        entry = Entry(
             image_id=image.image_id,
-            plane=majority_plane([plane.value for plane in image.readings]),
+            plane=majority_plane(readings),
             source=f"{settings.buckets.anonymized}/{image.canonical_key}",
             patient=image.patient,
             cohort=image.cohort,
             device=image.device,
             created_at=image.created_at.isoformat(),
         )
-        for image in labelled_images(engine)
-    ]
+        catalogued.append((entry, readings))
+    return catalogued
 
 
 def take_snapshot(
@@ -56,10 +66,16 @@ def take_snapshot(
     name: str,
     filters: Filters,
     spec: SplitSpec,
+    rules: DataRules | None = None,
 ) -> Manifest:
-    return freeze(
-        engine, store, settings, snapshot(name, labelled_entries(engine, settings), filters, spec)
-    )
+    """A fresh snapshot of the catalog, frozen; under a plan's ``rules``, only what they let
+    train, with the record of what they left out."""
+    catalogued = labelled_readings(engine, settings)
+    if rules is None:
+        manifest = snapshot(name, [entry for entry, _ in catalogued], filters, spec)
+    else:
+        manifest = rules.snapshot(name, catalogued, filters, spec)
+    return freeze(engine, store, settings, manifest)
 
 
 def freeze(engine: Engine, store: ObjectStore, settings: Settings, manifest: Manifest) -> Manifest:

@@ -4,6 +4,10 @@ Two ways in. On the platform (`--snapshot ID`, or a fresh snapshot of the catalo
 version goes to `fetal-models`, the registry and the gate, as a Job would do it. Outside it
 (`--dataset PATH --out DIR`): any dataset the readers know, trained on this machine, written to
 DIR in the KServe layout; nothing else is touched.
+
+Under a change-control plan (`--plan`, or `FETALMLOPS_TRAINER_PLAN`) a platform run keeps the
+plan's data rules and is judged by its gate; `fetalmlops snapshot sequester` makes the
+sequestered test set such a plan names.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from fetalmlops.common.store import ObjectStore, open_store
 from fetalmlops.datasets.readers import DatasetError, DatasetFormat
 from fetalmlops.trainer import catalog, local
 from fetalmlops.trainer.backbones import Strategy
+from fetalmlops.trainer.data_rules import sequester
+from fetalmlops.trainer.governance import Governance, govern, governing_plan
 from fetalmlops.trainer.job import Request, fit_and_package
 from fetalmlops.trainer.platform import Platform, download, run_on_platform
 from fetalmlops.trainer.requests import manifest_for, request_for
@@ -53,6 +59,33 @@ def create_snapshot(
         spec,
     )
     typer.echo(f"{manifest.id}  {json.dumps(manifest.counts())}")
+
+
+@snapshots.command("sequester")
+def sequester_snapshot(
+    name: Annotated[str, typer.Option(help="What the snapshot is for.")] = "sequestered",
+    share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Of the labelled images, by patient.")
+    ] = 0.2,
+    cohort: Annotated[list[str] | None, typer.Option(help="Draw only from these cohorts.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the patient-level draw.")] = 0,
+) -> None:
+    """Freeze a sequestered test set: a seeded, patient-level, class-stratified share of the
+    labelled catalog, every image in split "test". Prints the id and content sha256 a
+    change-control plan's `data.sequestered_test` names."""
+    settings = Settings(service_name="trainer")
+    engine, store = create_engine_for(settings.database_url), open_store(settings)
+    filters = Filters(cohorts=tuple(cohort or ()))
+    try:
+        manifest = sequester(name, catalog.labelled_entries(engine, settings), share, seed, filters)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    catalog.freeze(engine, store, settings, manifest)
+    patients, planes = len({e.group for e in manifest.entries}), manifest.counts()["test"]
+    typer.echo(f"snapshot_id: {manifest.id}")
+    typer.echo(f"sha256: {manifest.sha256}")
+    typer.echo(f"# {len(manifest.entries)} images of {patients} patients: {json.dumps(planes)}")
 
 
 def train_command(
@@ -90,13 +123,31 @@ def train_command(
         int, typer.Option(min=0, help="Of a k-fold snapshot: the fold to validate on.")
     ] = 0,
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model's change-control plan (default: FETALMLOPS_TRAINER_PLAN): its data "
+            "rules and its gate instead of promotion."
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate, package; on the platform also register, gate and announce."""
     if dataset is not None and out is None:
         raise typer.BadParameter("--dataset needs --out DIR", param_hint="--out")
     if dataset is not None and snapshot_id is not None:
         raise typer.BadParameter("give --snapshot or --dataset, not both")
+    if dataset is not None and plan is not None:
+        raise typer.BadParameter(
+            "a change-control plan governs versions on the platform, not a --dataset run",
+            param_hint="--plan",
+        )
     own, settings = TrainerSettings(), Settings(service_name="trainer")
+    plan = plan or own.plan
+    try:
+        governing = governing_plan(plan, own.model_name) if plan and dataset is None else None
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     store = None if dataset is not None else open_store(settings)
     config = TrainConfig(
         backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
@@ -111,12 +162,14 @@ def train_command(
             train_locally(dataset.name, source, request, out, own, settings, progress)
         elif store is not None:
             platform = Platform.of(settings, connect(settings))
+            governance = govern(governing, store, settings) if governing else None
             entries = catalog.labelled_entries(platform.engine, settings)
             manifest = manifest_for(
-                platform.engine, store, settings, snapshot_id, cohort or (), held_out, seed
-            )
+                platform.engine, store, settings, snapshot_id, cohort or (), held_out, seed,
+                governance.rules() if governance else None,
+            )  # fmt: skip
             request = request_for(own, config, entries, held_out, fold=fold)
-            train_on_platform(platform, manifest, request, own, out, progress)
+            train_on_platform(platform, manifest, request, own, out, progress, governance)
     except (DatasetError, ValueError, LookupError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -149,10 +202,13 @@ def train_on_platform(
     own: TrainerSettings,
     out: Path | None,
     progress: bool,
+    governance: Governance | None = None,
 ) -> None:
     """A snapshot to a registered, gated, announced version (copied to ``out`` if given)."""
     loader = catalog.store_loader(platform.store)
-    version, decision = run_on_platform(platform, manifest, loader, request, own.workdir, progress)
+    version, decision = run_on_platform(
+        platform, manifest, loader, request, own.workdir, progress, governance
+    )
     typer.echo(
         f"{version.model_name} v{version.version} {version.stage}: {decision.summary()}; "
         f"{version.storage_uri}; {headline(version.metrics)}"

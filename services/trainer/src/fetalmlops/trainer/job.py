@@ -73,6 +73,7 @@ class Request:
     synthetic: bool = False  # trained on the phantom: the card says so
     fold: int = 0  # of a k-fold snapshot: the fold validated on, the others trained on
     parent_version: int | None = None  # the version whose drift alarm this run answers
+    drift_segment: str = ""  # the scanner segment that alarm was raised in ("" none)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ recognises the cervix is not acceptable however good its average) and beat produ
 configured margin. The previous production version is *archived* in the same transaction, and
 the database's partial unique index refuses a second production version should two promotions
 race. Every decision, for or against, is written to the audit log with its reasons.
+
+Under a change-control plan the trainer promotes nothing: a version is judged against its
+champion by the plan's acceptance gate and becomes a *challenger* (it may meet live traffic, in
+the plan's rollout) or is *rejected* (never served), its verdict and evidence kept on the
+version (`gate`) and in the audit log ("gate passed", "gate failed").
 """
 
 from __future__ import annotations
@@ -137,6 +142,19 @@ def promote_if_better(
     candidate.stage, candidate.promoted_at = ModelStage.PRODUCTION, utcnow()
     audit(session, "promoted", candidate, details)
     return decision, current
+
+
+def stage_after_gate(passed: bool) -> ModelStage:
+    """Pure: where a plan's verdict leaves a version."""
+    return ModelStage.CHALLENGER if passed else ModelStage.REJECTED
+
+
+def record_verdict(session: Session, version: ModelVersion, evidence: dict[str, Any]) -> None:
+    """The plan's verdict on ``version`` (`challenge.evidence`): its stage, the verdict kept on
+    it, and the audit entry citing the same evidence, in the caller's transaction."""
+    passed = bool(evidence["passed"])
+    version.stage, version.gate = stage_after_gate(passed), evidence
+    audit(session, "gate passed" if passed else "gate failed", version, evidence)
 
 
 def audit(session: Session, action: str, version: ModelVersion, details: dict[str, Any]) -> None:

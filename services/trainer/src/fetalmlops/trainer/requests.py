@@ -8,6 +8,7 @@ same options on the command line would.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,7 @@ from fetalmlops.common.store import ObjectStore
 from fetalmlops.datasets.phantom.profiles import PROFILES
 from fetalmlops.trainer import catalog
 from fetalmlops.trainer.backbones import BACKBONES, Strategy
+from fetalmlops.trainer.data_rules import DataRules
 from fetalmlops.trainer.job import Request
 from fetalmlops.trainer.settings import TrainerSettings
 from fetalmlops.trainer.snapshots import Entry, Filters, Manifest, SplitSpec
@@ -70,6 +72,7 @@ def request_for(
     model_name: str = "",
     fold: int = 0,
     parent_version: int | None = None,
+    drift_segment: str = "",
 ) -> Request:
     """The run: ``held_out`` cohorts among ``entries`` scored as out-of-domain, the card told
     when every image is the phantom's; ``model_name`` empty means the configured one."""
@@ -83,6 +86,7 @@ def request_for(
         synthetic=bool(cohorts) and cohorts <= PROFILES.keys(),
         fold=fold,
         parent_version=parent_version,
+        drift_segment=drift_segment,
     )
 
 
@@ -94,11 +98,32 @@ def manifest_for(
     cohorts: Sequence[str],
     held_out: Sequence[str],
     seed: int,
+    rules: DataRules | None = None,
 ) -> Manifest:
     """The snapshot named, or a fresh one of the catalog: only ``cohorts`` (all when none),
-    never ``held_out``. Raises LookupError or ValueError when there is no such snapshot or
-    nothing to take one of."""
+    never ``held_out``. Under a change-control plan's ``rules`` a fresh snapshot holds only what
+    they let train, and a named one is refused when it holds anything else. Raises LookupError
+    or ValueError when there is no such snapshot, nothing to take one of, or a rule is broken."""
     if snapshot_id:
-        return catalog.load_snapshot(store, settings, snapshot_id)
+        manifest = catalog.load_snapshot(store, settings, snapshot_id)
+        if rules is not None:
+            readings = {e.image_id: r for e, r in catalog.labelled_readings(engine, settings)}
+            if broken := rules.violations(manifest, readings):
+                raise RuleBroken(snapshot_id, broken)
+        return manifest
     filters = Filters(cohorts=tuple(cohorts), exclude_cohorts=tuple(held_out))
-    return catalog.take_snapshot(engine, store, settings, "planes", filters, SplitSpec(seed=seed))
+    spec = SplitSpec(seed=seed)
+    return catalog.take_snapshot(engine, store, settings, "planes", filters, spec, rules)
+
+
+class RuleBroken(ValueError):
+    """A snapshot named for a governed run holds images the plan's data rules forbid."""
+
+    def __init__(self, snapshot_id: str, broken: Mapping[str, str]) -> None:
+        reasons = Counter(broken.values())
+        listed = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+        example = min(broken)
+        super().__init__(
+            f"snapshot {snapshot_id} breaks the change-control plan's data rules: {listed} "
+            f"(e.g. image {example}: {broken[example]}); train on a fresh snapshot instead"
+        )

@@ -29,6 +29,12 @@ class TrainerSettings(BaseSettings):
     )
     min_macro_f1: float = Field(0.70, description="Validation macro-F1 floor for promotion.")
     min_class_recall: float = Field(0.30, description="Per-class recall floor for promotion.")
+    plan: Path | None = Field(
+        None,
+        description="The model's change-control plan (YAML, see deploy/change-control): the "
+        "sequestered test set, the data rules and the champion/challenger gate replace the "
+        "promotion floors above. Unset: no plan governs the model.",
+    )
 
     def gate(self) -> Gate:
         return Gate(self.min_improvement, self.min_macro_f1, self.min_class_recall)

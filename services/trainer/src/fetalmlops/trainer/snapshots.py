@@ -7,6 +7,11 @@ Splits are stratified: patients are placed one by one (largest first, ties in a 
 into the split whose share of that patient's classes is furthest below its target. The
 manifest's content hash names it, so the same catalog, filters and seed give the same id.
 
+Under a change-control plan a snapshot also records what the plan's data rules kept out of it
+(`Exclusions`: each image left out, and why), so that anyone holding the manifest can check the
+rules were kept; a snapshot made without a plan has no such record, and its content (so its id)
+is what it always was.
+
 Everything here is pure; `catalog.py` reads the catalog and `store` writes the manifest.
 """
 
@@ -25,6 +30,7 @@ from fetalmlops.common.planes import Plane
 from fetalmlops.datasets.readers import Split
 
 SCHEMA = "fetalmlops.snapshot/v1"
+UNKNOWN_SEGMENT = "unknown"  # the monitor's segment of a scanner that names neither make nor model
 CLASSES = tuple(p.value for p in Plane)
 
 
@@ -46,6 +52,13 @@ class Entry:
     @property
     def group(self) -> str:
         return self.patient or f"image:{self.image_id}"
+
+    @property
+    def segment(self) -> str:
+        """The scanner segment the image belongs to, named as the monitor names the segment a
+        drift alarm is raised in (`fetalmlops.monitor.samples.segment`): the catalog's device is
+        "manufacturer/model" from the same two DICOM attributes, and no device is "unknown"."""
+        return self.device or UNKNOWN_SEGMENT
 
 
 @dataclass(frozen=True)
@@ -111,12 +124,43 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class Exclusions:
+    """What a change-control plan's data rules kept out of a snapshot, and by which rules."""
+
+    sequestered_snapshot_id: str  # the plan's sequestered test set…
+    sequestered_sha256: str  # …as its content hash fixes it
+    min_agreeing_annotators: int
+    excluded_segment: str  # a drifted scanner segment the plan keeps out of training; "" none
+    images: Mapping[str, str]  # image id -> why it was left out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sequestered_snapshot_id": self.sequestered_snapshot_id,
+            "sequestered_sha256": self.sequestered_sha256,
+            "min_agreeing_annotators": self.min_agreeing_annotators,
+            "excluded_segment": self.excluded_segment,
+            "images": dict(sorted(self.images.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> Exclusions:
+        return cls(
+            sequestered_snapshot_id=document["sequestered_snapshot_id"],
+            sequestered_sha256=document["sequestered_sha256"],
+            min_agreeing_annotators=document["min_agreeing_annotators"],
+            excluded_segment=document["excluded_segment"],
+            images=dict(document["images"]),
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     filters: Filters
     spec: SplitSpec
     entries: tuple[Entry, ...]
     assignment: Mapping[str, str]  # image id -> split name, or fold number as text
+    exclusions: Exclusions | None = None  # taken under a change-control plan: what it kept out
 
     def split(self, name: str) -> list[Entry]:
         return [e for e in self.entries if self.assignment[e.image_id] == name]
@@ -134,7 +178,7 @@ class Manifest:
 
     def document(self) -> dict[str, Any]:
         """The manifest as stored: JSON, sorted, without anything that varies between runs."""
-        return {
+        document: dict[str, Any] = {
             "schema": SCHEMA,
             "name": self.name,
             "classes": list(CLASSES),
@@ -146,6 +190,9 @@ class Manifest:
                 for e in sorted(self.entries, key=lambda e: e.image_id)
             ],
         }
+        if self.exclusions is not None:  # absent without a plan: older ids stay what they were
+            document["exclusions"] = self.exclusions.to_dict()
+        return document
 
     def content(self) -> bytes:
         return json.dumps(self.document(), sort_keys=True, separators=(",", ":")).encode()
@@ -180,6 +227,9 @@ class Manifest:
             spec=SplitSpec(split["method"], split["fractions"], split["folds"], split["seed"]),
             entries=entries,
             assignment={e["image_id"]: e["split"] for e in document["entries"]},
+            exclusions=(
+                Exclusions.from_dict(document["exclusions"]) if "exclusions" in document else None
+            ),
         )
 
 

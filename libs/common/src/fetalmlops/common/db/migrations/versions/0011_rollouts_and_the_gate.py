@@ -102,16 +102,16 @@ def upgrade() -> None:
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("gate", JSON, nullable=True))
         batch_op.drop_constraint(batch_op.f("ck_model_versions_model_stage"), type_="check")
-        batch_op.create_check_constraint(batch_op.f("ck_model_versions_model_stage"), _stages(STAGES))
+        batch_op.create_check_constraint(
+            batch_op.f("ck_model_versions_model_stage"), _stages(STAGES)
+        )
     with op.batch_alter_table("observed_predictions", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("arm", sa.String(length=16), server_default="", nullable=False)
         )
         batch_op.add_column(sa.Column("shadow_of", sa.String(length=64), nullable=True))
         batch_op.add_column(
-            sa.Column(
-                "challenger_failed", sa.Boolean(), server_default=sa.false(), nullable=False
-            )
+            sa.Column("challenger_failed", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
         batch_op.add_column(sa.Column("latency_ms", sa.Double(), nullable=True))
         batch_op.create_index(
@@ -128,7 +128,9 @@ def downgrade() -> None:
         batch_op.drop_column("arm")
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("ck_model_versions_model_stage"), type_="check")
-        batch_op.create_check_constraint(batch_op.f("ck_model_versions_model_stage"), _stages(STAGES_BEFORE))
+        batch_op.create_check_constraint(
+            batch_op.f("ck_model_versions_model_stage"), _stages(STAGES_BEFORE)
+        )
         batch_op.drop_column("gate")
     op.drop_index(op.f("ix_approvals_rollout_id"), table_name="approvals")
     op.drop_table("approvals")
