@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -27,6 +28,7 @@ from fetalmlops.v1 import feedback_pb2, labels_pb2, predictions_pb2
 
 from .served import (
     MODEL,
+    STATISTICS,
     WINDOW,
     count,
     drift_reference,
@@ -34,6 +36,7 @@ from .served import (
     predictions,
     records,
     requested,
+    rows,
     stream,
     trained,
 )
@@ -219,3 +222,25 @@ def test_a_prediction_naming_nothing_is_rejected_and_nothing_kept(
     with pytest.raises(Rejected, match="no prediction id or no model"):
         monitor.on_prediction(nameless)
     assert count(monitor, ObservedPrediction) == 0
+
+
+def test_a_scanner_is_compared_with_its_own_rows_of_a_mixed_reference(tmp_path: Path) -> None:
+    """A version trained on two scanners: one scanner's predictions alone differ from the mixed
+    reference, so each is compared with its own rows and neither raises an alarm; a scanner the
+    reference never saw is compared with all of it, and does."""
+    mixed = drift_reference()
+    dark = rows(256, np.random.default_rng(1), brightness=0.12)
+    sample = mixed["sample"]
+    sample["probabilities"] += dark["probabilities"].tolist()
+    for i, name in enumerate(STATISTICS):
+        sample["image_stats"][name] += dark["statistics"][:, i].tolist()
+    sample["segments"] = ["Sonora/X9"] * 256 + ["Pocket/C3"] * 256
+    mixed["embedding"]["sample"] += dark["embeddings"].tolist()
+    monitor = monitor_at(tmp_path, mixed)
+    trained(monitor)
+    stream(monitor, predictions(8 * WINDOW, seed=5, scanner="Sonora/X9"))
+    stream(monitor, predictions(8 * WINDOW, seed=6, scanner="Pocket/C3", brightness=0.12))
+    assert count(monitor, RetrainingRequest) == 0
+    stream(monitor, predictions(8 * WINDOW, seed=7, scanner="Other/Z1", brightness=0.12))
+    (request,) = requested(monitor)
+    assert request.drift.segment == "Other/Z1"

@@ -260,3 +260,23 @@ def test_a_reference_written_before_samples_were_kept_still_loads() -> None:
     values = reference().to_dict()
     del values["sample"]
     assert DriftReference.from_dict(values).sample is None
+
+
+def test_each_sample_row_names_its_scanner_segment() -> None:
+    n = 40
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(len(CLASSES)), size=n)
+    segments = [f"scanner-{i % 3}" for i in range(n)]
+    embeddings = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, 4))
+    ref = drift_reference(
+        probabilities, np.zeros(n, dtype=int), np.full((n, 8, 8), 0.5), embeddings, CLASSES,
+        max_sample=16, segments=segments,
+    )  # fmt: skip
+    assert ref.sample is not None
+    sampled = [int(row[0]) for row in ref.embedding["sample"]]  # row i's embedding is i
+    assert ref.sample["segments"] == [segments[i] for i in sampled]
+    with pytest.raises(ValueError, match="segments"):
+        drift_reference(
+            probabilities, np.zeros(n, dtype=int), np.full((n, 8, 8), 0.5), embeddings,
+            CLASSES, segments=segments[:-1],
+        )  # fmt: skip

@@ -193,12 +193,16 @@ class Rollouts:
         })  # fmt: skip
 
     def publish_pending(self) -> None:
-        """Publish every state written and not yet published, in sequence order."""
+        """Publish every state written and not yet published, in sequence order. A state
+        another thread is publishing is left to it (its row is locked), so each goes out once
+        unless the process dies between publishing and marking it, when it goes out again
+        under the same sequence, which the inference service skips."""
         with session_scope(self.clients.engine) as session:
             waiting = session.scalars(
                 select(Rollout)
                 .where(Rollout.published_sequence < Rollout.sequence)
                 .order_by(Rollout.sequence)
+                .with_for_update(skip_locked=True)
             ).all()
             for rollout in waiting:
                 publish_event(
@@ -238,8 +242,14 @@ class Rollouts:
 
 
 def active(session: Session, model_name: str) -> Rollout | None:
+    """The model's rollout in progress, locked until the transaction ends: predictions,
+    feedback, approvals and new versions review it from threads of their own, and two that
+    both saw a canary ready must not both promote it (on PostgreSQL the second waits, then
+    finds the rollout ended; SQLite has one writer at a time)."""
     return session.scalars(
-        select(Rollout).where(Rollout.model_name == model_name, Rollout.phase.in_(ACTIVE))
+        select(Rollout)
+        .where(Rollout.model_name == model_name, Rollout.phase.in_(ACTIVE))
+        .with_for_update()
     ).one_or_none()
 
 

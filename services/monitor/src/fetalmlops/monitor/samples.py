@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fetalmlops.common.db import ObservedPrediction
 from fetalmlops.monitor.drift.base import GREY_LEVEL_STATISTICS, Reference, Window
@@ -25,24 +26,70 @@ class NoSample(ValueError):
     """A reference without whole rows (written before they were kept): nothing to test on."""
 
 
-def reference_of(document: Mapping[str, Any]) -> Reference:
-    """The drift tests' reference from a drift reference document; NoSample without rows."""
+def reference_of(
+    document: Mapping[str, Any], segment: str | None = None, min_rows: int = 0
+) -> Reference:
+    """The drift tests' reference from a drift reference document; NoSample without rows.
+
+    With ``segment``, the rows of that scanner segment alone when the document names each row's
+    segment and holds at least ``min_rows`` of it (`segment_rows`); otherwise every row.
+    """
     sample = document.get("sample")
     if not sample:
         raise NoSample("the version's drift reference keeps no sample rows")
     classes = tuple(document["classes"])
     probabilities = np.asarray(sample["probabilities"], dtype=np.float64)
     statistics = sample["image_stats"]
+    image_stats = np.column_stack([statistics[name] for name in GREY_LEVEL_STATISTICS])
+    embeddings = np.asarray(document["embedding"]["sample"], dtype=np.float64)
+    rows = None if segment is None else segment_rows(document, segment, min_rows)
+    if rows is not None:
+        probabilities, image_stats, embeddings = (
+            probabilities[rows],
+            image_stats[rows],
+            embeddings[rows],
+        )
+        predicted = probabilities.argmax(axis=1)
+        return Reference(
+            classes=classes,
+            class_prior=np.bincount(predicted, minlength=len(classes)) / len(predicted),
+            probabilities=probabilities,
+            image_stats=image_stats,
+            features=GREY_LEVEL_STATISTICS,
+            embeddings=embeddings,
+            blocks=np.arange(len(probabilities)),
+        )
     return Reference(
         classes=classes,
         class_prior=np.asarray(document["class_prior"], dtype=np.float64),
         probabilities=probabilities,
-        image_stats=np.column_stack([statistics[name] for name in GREY_LEVEL_STATISTICS]),
+        image_stats=image_stats,
         features=GREY_LEVEL_STATISTICS,
-        embeddings=np.asarray(document["embedding"]["sample"], dtype=np.float64),
+        embeddings=embeddings,
         blocks=np.arange(len(probabilities)),
         prior_studies=float(document["n"]),  # the prior was counted on the whole split
     )
+
+
+def segment_rows(
+    document: Mapping[str, Any], segment: str, min_rows: int
+) -> NDArray[np.intp] | None:
+    """The sample rows of ``segment`` when there are at least ``min_rows`` of them and others
+    beside, else None (every row is then the segment's reference).
+
+    A version trained on several scanners has a reference that mixes them, and one scanner's
+    predictions alone differ from the mixture with nothing changed: each scanner is compared
+    with its own rows when the reference holds enough of them. A scanner it holds too few of,
+    or none (a new one), is compared with the whole reference, as is every scanner of a
+    reference that does not name its rows' segments (written before they were kept).
+    """
+    segments = (document.get("sample") or {}).get("segments")
+    if not segments:
+        return None
+    rows = np.flatnonzero(np.asarray(segments) == segment)
+    if len(rows) == len(segments) or len(rows) < max(min_rows, 1):
+        return None  # the whole reference is the segment's, or it holds too little of it
+    return rows
 
 
 # The arm a prediction names, as the monitor's rows keep it ("" from before rollouts).

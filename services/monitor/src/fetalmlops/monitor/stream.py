@@ -51,7 +51,14 @@ from fetalmlops.monitor.drift.alarm import AlarmRule, AlarmState, step
 from fetalmlops.monitor.drift.base import Reference
 from fetalmlops.monitor.estimate import estimated
 from fetalmlops.monitor.rollouts import Rollouts
-from fetalmlops.monitor.samples import NoSample, observed, reference_of, window_of, windows
+from fetalmlops.monitor.samples import (
+    NoSample,
+    observed,
+    reference_of,
+    segment_rows,
+    window_of,
+    windows,
+)
 from fetalmlops.monitor.settings import SERVICE_NAME, MonitorSettings
 from fetalmlops.monitor.verdicts import alarm_rule, evidence, verdict
 from fetalmlops.v1 import feedback_pb2, models_pb2, predictions_pb2, training_pb2
@@ -95,8 +102,8 @@ class Monitor:
     # Nothing waits in the outbox: known after the first look (which finds what a crash left)
     # until a window fires, so a prediction costs no outbox query.
     outbox_empty: bool = field(default=False, init=False)
-    # Each watched version's parsed reference and rule (None: it has none), read once.
-    versions: dict[tuple[str, int], Watched | None] = field(default_factory=dict, init=False)
+    # Each stream's parsed reference and rule (None: its version has none), made once.
+    versions: dict[tuple[str, int, str], Watched | None] = field(default_factory=dict, init=False)
     # The change-control plan's rollouts (None: no plan), and when predictions last reviewed.
     rollouts: Rollouts | None = None
     reviewed_at: float = field(default=-math.inf, init=False)
@@ -122,7 +129,7 @@ class Monitor:
             session.add_all(fresh)
             session.flush()
             for stream in dict.fromkeys(Stream.of(row) for row in fresh):
-                watched = self.watched(session, stream.model_name, stream.version)
+                watched = self.watched(session, stream)
                 if watched is not None:
                     self.close_windows(session, stream, watched, headers)
         for row in fresh:
@@ -136,20 +143,35 @@ class Monitor:
             self.reviewed_at = time.monotonic()
             self.rollouts.review(self.rollouts.plan.model)
 
-    def watched(self, session: Session, model_name: str, number: int) -> Watched | None:
-        """The version's reference and alarm rule (None: it has none), parsed once: both are
-        written with the version's row and never change; None too while the row is unknown."""
-        key = (model_name, number)
+    def watched(self, session: Session, stream: Stream) -> Watched | None:
+        """The stream's reference and alarm rule (None: its version has none), made once per
+        process: a version's reference is written with its row and never changes. None too
+        while the version is unknown.
+
+        A scanner segment the reference holds enough rows of (`samples.segment_rows`) is
+        compared with those rows, under an alarm calibrated on them (seconds, the same
+        deterministic calibration after every restart); any other with the whole reference,
+        under the rule calibrated when the version was announced."""
+        key = (stream.model_name, stream.version, stream.segment)
         if key not in self.versions:
-            version = session.get(MonitoredVersion, key)
+            version = session.get(MonitoredVersion, (stream.model_name, stream.version))
             if version is None:
                 return None
-            self.versions[key] = (
-                None
-                if version.reference is None or version.alarm_rule is None
-                else Watched(reference_of(version.reference), AlarmRule(**version.alarm_rule))
-            )
+            self.versions[key] = self.watching(version, stream.segment)
         return self.versions[key]
+
+    def watching(self, version: MonitoredVersion, segment: str) -> Watched | None:
+        document = version.reference
+        if document is None or version.alarm_rule is None:
+            return None
+        own = self.own
+        if segment_rows(document, segment, 2 * own.window_size) is None:
+            return Watched(reference_of(document), AlarmRule(**version.alarm_rule))
+        reference = reference_of(document, segment, 2 * own.window_size)
+        rule = alarm_rule(
+            reference, own.window_size, own.calibration_windows, own.false_alarms_per_10k
+        )
+        return Watched(reference, rule)
 
     def close_windows(
         self,
@@ -390,10 +412,10 @@ class Monitor:
                 )
                 .distinct()
             ).all()
-            watched = self.watched(session, event.model_name, event.version)
-            if watched is not None:
-                for segment in waiting:  # predictions that came before their version
-                    stream = Stream(event.model_name, event.version, segment)
+            for segment in waiting:  # predictions that came before their version
+                stream = Stream(event.model_name, event.version, segment)
+                watched = self.watched(session, stream)
+                if watched is not None:
                     self.close_windows(session, stream, watched)
         self.publish_requests()
         if event.HasField("gate") and self.rollouts is not None:

@@ -238,6 +238,7 @@ class Scoring:
             pixels,
             reference.embeddings(self.result.model, head, tensors),
             list(CLASSES),
+            segments=[e.segment for e in entries],
         )
         document: dict[str, Any] = drift.to_dict()
         return document

@@ -59,8 +59,9 @@ class DriftReference:
     image_stats: dict[str, dict[str, float]]  # statistic -> summary, see `image_statistics`
     embedding: dict[str, Any]  # see `embedding_summary`
     n: int
-    # The rows of `embedding["sample"]`: "probabilities" (rows, k) and "image_stats" (statistic
-    # -> rows values). None in references written before it was kept.
+    # The rows of `embedding["sample"]`: "probabilities" (rows, k), "image_stats" (statistic
+    # -> rows values) and "segments" (rows; absent before segments were kept). None in
+    # references written before the rows were kept.
     sample: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,16 +86,23 @@ def drift_reference(
     classes: Sequence[str],
     max_sample: int = 256,
     seed: int = 0,
+    segments: Sequence[str] | None = None,
 ) -> DriftReference:
     """The reference of a held-out split of n images.
 
     `probabilities` (n, k) are the served (softmax) outputs, `labels` (n,) the true class
     indices, `pixels` (n, h, w) the images as `per_image_statistics` expects them and
-    `embeddings` (n, d) the head inputs (see `embeddings`), all in the same image order.
+    `embeddings` (n, d) the head inputs (see `embeddings`), all in the same image order;
+    `segments` (n,) the scanner segment of each image, kept with the sample rows so that the
+    monitor compares a scanner's predictions with that scanner's rows: a model trained on
+    several scanners has a reference that mixes them, and one scanner alone differs from the
+    mixture without anything having changed.
     """
     probs = np.asarray(probabilities, dtype=np.float64)
     truth = np.asarray(labels)
     n, k = _check(probs, truth, pixels, embeddings, classes)
+    if segments is not None and len(segments) != n:
+        raise ValueError(f"{len(segments)} segments for {n} images")
     confidence = probs.max(axis=1)
     counts, edges = np.histogram(confidence, bins=CONFIDENCE_BINS, range=(0.0, 1.0))
     statistics = per_image_statistics(pixels)
@@ -111,6 +119,7 @@ def drift_reference(
         sample={
             "probabilities": probs[rows].tolist(),
             "image_stats": {name: values[rows].tolist() for name, values in statistics.items()},
+            **({} if segments is None else {"segments": [segments[i] for i in rows]}),
         },
     )
 
