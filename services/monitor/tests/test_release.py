@@ -64,8 +64,12 @@ def test_shadow_becomes_canary_after_its_predictions() -> None:
 
 
 def test_canary_promotes_with_its_minimums_or_waits_for_the_approvers() -> None:
-    met = arms(canary=RULES.min_predictions, canary_feedback=RULES.min_feedback)
-    short = arms(canary=RULES.min_predictions, canary_feedback=RULES.min_feedback - 1)
+    equal = {
+        "champion": arm(feedback=300, macro_f1=0.8),
+        "challenger": arm(feedback=20, macro_f1=0.8),
+    }
+    met = arms(**equal, canary=RULES.min_predictions, canary_feedback=RULES.min_feedback)
+    short = arms(**equal, canary=RULES.min_predictions, canary_feedback=RULES.min_feedback - 1)
     canary = standing(RolloutPhase.CANARY)
     assert next_step(RULES, NO_APPROVAL, canary, short, NOW).action is Action.STAY
     assert next_step(RULES, NO_APPROVAL, canary, met, NOW).action is Action.PROMOTE
@@ -133,3 +137,20 @@ def test_figures_score_the_feedback_and_ignore_what_has_none() -> None:
     assert found.mean_confidence == pytest.approx(0.75)
     assert found.error_rate == pytest.approx(1 / 5)
     assert math.isnan(figures([]).macro_f1) and math.isnan(figures([]).error_rate)
+
+
+def test_at_its_minimums_a_canary_worse_on_feedback_is_rolled_back_not_promoted() -> None:
+    few = MIN_EVIDENCE - 10  # below the early stop rule's evidence
+    worse = arms(
+        arm(feedback=200, macro_f1=0.80), arm(feedback=few, macro_f1=0.60),
+        canary=RULES.min_predictions, canary_feedback=RULES.min_feedback,
+    )  # fmt: skip
+    step = next_step(RULES, TWO, standing(RolloutPhase.CANARY), worse, NOW)
+    assert step.action is Action.ROLL_BACK and "at the canary's minimums" in step.reason
+    unmeasured = arms(
+        arm(), arm(feedback=few, macro_f1=0.9),
+        canary=RULES.min_predictions, canary_feedback=RULES.min_feedback,
+    )  # fmt: skip
+    assert next_step(RULES, NO_APPROVAL, standing(RolloutPhase.CANARY), unmeasured, NOW).action is (
+        Action.STAY
+    )

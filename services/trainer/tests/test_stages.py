@@ -116,3 +116,19 @@ def test_a_rolled_back_challenger_is_rejected(platform: Platform) -> None:
 def test_a_state_naming_an_unknown_version_is_rejected(platform: Platform) -> None:
     with pytest.raises(Rejected, match="v9"):
         follow(platform, state(9, sequence=2))
+
+
+def test_the_cards_of_the_versions_a_state_changes_tell_their_history(platform: Platform) -> None:
+    bucket = platform.settings.buckets.models
+    platform.store.ensure_buckets([bucket])
+    for number in (1, 2):
+        platform.store.put(bucket, f"{MODEL}/v{number}/model-card.md", b"# Card\n\nBody.\n")
+    follow(platform, state(2, sequence=5, reason="canary met its minimums"))
+    promoted = platform.store.get(bucket, f"{MODEL}/v2/model-card.md").decode()
+    archived = platform.store.get(bucket, f"{MODEL}/v1/model-card.md").decode()
+    assert promoted.startswith("# Card\n\nBody.\n\n## Change history")
+    assert "| trainer | promoted | canary met its minimums |" in promoted
+    assert "| trainer | archived | canary met its minimums |" in archived
+    with session_scope(platform.engine) as session:
+        (entry,) = [e for e in entries(session) if e.action == "promoted"]
+    assert f"`{entry.hash[:12]}`" in promoted

@@ -17,9 +17,11 @@ the audit trail and the event. Its checks, in order:
    default.
 3. **Shadow → canary** once the challenger made ``shadow_min_predictions`` shadow predictions.
 4. **Canary → promotion** once it answered ``min_predictions`` requests' images and
-   ``min_feedback`` of them have a clinician's plane; when the plan requires approval, to
-   *awaiting approval* instead, until every named approver has signed. Traffic stays as in the
-   canary meanwhile, and the stop rules still apply.
+   ``min_feedback`` of them have a clinician's plane, and its feedback macro-F1 is within
+   ``max_macro_f1_drop`` of the champion's on the feedback gathered (else it is rolled back:
+   the minimums are the evidence the plan asked for, fewer than the stop rule's); when the
+   plan requires approval, to *awaiting approval* instead, until every named approver has
+   signed. Traffic stays as in the canary meanwhile, and the stop rules still apply.
 """
 
 from __future__ import annotations
@@ -199,6 +201,9 @@ def next_step(
             f"feedback (at least {rules.min_predictions} and {rules.min_feedback}), "
             "no stop rule met"
         )
+        compared = on_feedback(rules, arms)
+        if compared is not None:
+            return compared
         if approval.required:
             return Step(Action.AWAIT_APPROVAL, f"{met}; waiting for {_names(approval.approvers)}")
         return Step(Action.PROMOTE, met)
@@ -226,6 +231,25 @@ def stop_rule(rules: Rollout, arms: Comparison) -> str | None:
         return (
             f"{challenger.failures} of the challenger's {attempts} runs failed "
             f"({challenger.error_rate:.3f} > {limits.max_error_rate:.3f})"
+        )
+    return None
+
+
+def on_feedback(rules: Rollout, arms: Comparison) -> Step | None:
+    """At the canary's minimums, the feedback comparison the promotion rests on: a challenger
+    worse than the champion by more than ``max_macro_f1_drop`` on the feedback gathered is
+    rolled back, however little (the plan's ``min_feedback`` is the evidence it asked for; the
+    early stop rule waits for `MIN_EVIDENCE`); without the champion's figure it waits."""
+    champion, challenger = arms.champion.macro_f1, arms.challenger.macro_f1
+    if math.isnan(champion) or math.isnan(challenger):
+        return Step(Action.STAY, "canary: waiting for feedback on both arms")
+    drop = champion - challenger
+    if drop > rules.stop_rules.max_macro_f1_drop:
+        return Step(
+            Action.ROLL_BACK,
+            f"at the canary's minimums, feedback macro-F1 {challenger:.3f} against the "
+            f"champion's {champion:.3f}: a drop of {drop:.3f} > "
+            f"{rules.stop_rules.max_macro_f1_drop:.3f}",
         )
     return None
 

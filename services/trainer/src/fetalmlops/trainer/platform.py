@@ -27,9 +27,11 @@ from fetalmlops.common import model_version
 from fetalmlops.common.bus import Bus, publish_event
 from fetalmlops.common.clients import Clients
 from fetalmlops.common.db import ModelVersion, session_scope
+from fetalmlops.common.db.audit import entries
 from fetalmlops.common.settings import Settings
-from fetalmlops.common.store import ObjectStore
+from fetalmlops.common.store import ObjectNotFound, ObjectStore
 from fetalmlops.trainer import catalog, challenge, registry, scoring
+from fetalmlops.trainer.card.history import Change, change_history, with_history
 from fetalmlops.trainer.governance import Governance
 from fetalmlops.trainer.job import Loader, Request, fit_and_package, training_run
 from fetalmlops.trainer.snapshots import Manifest
@@ -113,6 +115,8 @@ def run_on_platform(
         decision, archived = registry.promote_if_better(session, version, request.gate)
     if decision.promote:
         announce_promoted(platform, version, archived.version if archived else 0, decision)
+    for changed in [version.version] + ([archived.version] if archived else []):
+        refresh_card(platform, version.model_name, changed)
     log.info(
         "model version registered",
         extra={"model": version.model_name, "version": version.version, "stage": version.stage},
@@ -163,6 +167,7 @@ def judged(
             if version.gate is None:
                 registry.record_verdict(session, version, evidence)
     assert version.gate is not None
+    refresh_card(platform, version.model_name, version.version)
     announce_trained(platform, version)
     log.info(
         "model version judged",
@@ -210,6 +215,27 @@ def fetch_archive(platform: Platform, model_name: str, version: int, directory: 
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(platform.store.get(platform.settings.buckets.models, key))
     return target
+
+
+def refresh_card(platform: Platform, model_name: str, number: int) -> None:
+    """The version's model card in `fetal-models` rewritten with its change history (its
+    entries of the audit trail), after each decision the registry takes on it; a version
+    without a card (planted by hand) is left as it is."""
+    subject = f"model:{model_name}:v{number}"
+    with session_scope(platform.engine) as session:
+        changes = [
+            Change(entry.at, entry.actor, entry.action, entry.details, entry.hash)
+            for entry in entries(session, subject)
+            if entry.subject == subject  # not v10's under v1's prefix
+        ]
+    bucket = platform.settings.buckets.models
+    key = model_version.version_prefix(model_name, number) + model_version.CARD
+    try:
+        card = platform.store.get(bucket, key).decode()
+    except ObjectNotFound:
+        return
+    rewritten = with_history(card, change_history(changes)).encode()
+    platform.store.put(bucket, key, rewritten, content_type="text/markdown")
 
 
 def upload(platform: Platform, directory: Path, model_name: str, version: int) -> None:

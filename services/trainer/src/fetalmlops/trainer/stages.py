@@ -28,7 +28,7 @@ from fetalmlops.common.db import ModelStage, ModelVersion, session_scope
 from fetalmlops.common.db.audit import entries
 from fetalmlops.common.db.columns import utcnow
 from fetalmlops.trainer import registry
-from fetalmlops.trainer.platform import Platform, announce_promoted
+from fetalmlops.trainer.platform import Platform, announce_promoted, refresh_card
 from fetalmlops.v1 import models_pb2
 
 
@@ -59,26 +59,27 @@ class Registrar:
         if not isinstance(state, models_pb2.RolloutChanged):
             raise Rejected(f"expected RolloutChanged, got {type(state).__name__}")
         with session_scope(self.platform.engine) as session:
-            announce = self.follow(session, state)
-        if announce is not None:
-            version, previous = announce
+            followed = self.follow(session, state)
+        if followed.promoted is not None:
+            version, previous = followed.promoted
             decision = registry.Decision(True, [state.reason or "promoted by its rollout"])
             announce_promoted(self.platform, version, previous, decision)
+        for number in followed.changed:  # each card's change history tells the change
+            refresh_card(self.platform, state.model_name, number)
 
-    def follow(
-        self, session: Session, state: models_pb2.RolloutChanged
-    ) -> tuple[ModelVersion, int] | None:
-        """Sets the stages; the version to announce as promoted and the one it replaced."""
+    def follow(self, session: Session, state: models_pb2.RolloutChanged) -> Followed:
+        """Sets the stages; what to announce and whose cards to rewrite."""
         name = state.model_name
         trail = [e for e in entries(session, f"model:{name}:v") if e.actor == registry.ACTOR]
         applied = max((int(e.details.get("rollout_sequence", 0)) for e in trail), default=0)
         if state.sequence <= applied:  # a replay: announce again what this state promoted
-            promoted = [e for e in trail if e.action == "promoted"
-                        and e.details.get("rollout_sequence") == state.sequence]  # fmt: skip
-            if not promoted:
-                return None
+            made = [e for e in trail if e.action == "promoted"
+                    and e.details.get("rollout_sequence") == state.sequence]  # fmt: skip
+            if not made:
+                return Followed(None, ())
             again = _version(session, name, state.champion_version)
-            return again, int(promoted[-1].details.get("previous_version", 0))
+            previous = int(made[-1].details.get("previous_version", 0))
+            return Followed((again, previous), ())
         current = registry.production(session, name)
         challengers = session.scalars(
             select(ModelVersion.version).where(
@@ -92,18 +93,26 @@ class Registrar:
             version.stage = ModelStage.REJECTED
             registry.audit(session, "rejected", version, details)
         if found.promote is None:
-            return None
-        promoted_version = _version(session, name, found.promote)
+            return Followed(None, found.reject)
+        promoted = _version(session, name, found.promote)
         previous = current.version if current else 0
         if current is not None:
             current.stage = ModelStage.ARCHIVED
             session.flush()  # the partial unique index allows one production version at a time
             registry.audit(session, "archived", current, details | {"replaced_by": found.promote})
-        promoted_version.stage, promoted_version.promoted_at = ModelStage.PRODUCTION, utcnow()
-        registry.audit(
-            session, "promoted", promoted_version, details | {"previous_version": previous}
-        )
-        return promoted_version, previous
+        promoted.stage, promoted.promoted_at = ModelStage.PRODUCTION, utcnow()
+        registry.audit(session, "promoted", promoted, details | {"previous_version": previous})
+        changed = (*found.reject, found.promote, *([previous] if previous else []))
+        return Followed((promoted, previous), changed)
+
+
+@dataclass(frozen=True)
+class Followed:
+    """What following a state did: the promotion to announce (the version, and the one it
+    replaced), and the versions whose stage changed."""
+
+    promoted: tuple[ModelVersion, int] | None
+    changed: tuple[int, ...]
 
 
 def _version(session: Session, name: str, number: int) -> ModelVersion:
