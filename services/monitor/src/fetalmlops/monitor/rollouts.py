@@ -124,19 +124,17 @@ class Rollouts:
             return
         with session_scope(self.clients.engine) as session:
             rollout = active(session, model_name)
-            if rollout is None:
-                return
-            arms = comparison(session, rollout)
-            step = next_step(
-                self.plan.rollout,
-                self.plan.approval,
-                Standing(rollout.phase, rollout.phase_started_at, approvers(session, rollout)),
-                arms,
-                now or utcnow(),
-            )
-            if step.phase is not None:
-                self.move(session, rollout, step, arms)
-        self.publish_pending()
+            if rollout is not None:
+                arms = comparison(session, rollout)
+                standing = Standing(
+                    rollout.phase, rollout.phase_started_at, approvers(session, rollout)
+                )
+                step = next_step(
+                    self.plan.rollout, self.plan.approval, standing, arms, now or utcnow()
+                )
+                if step.phase is not None:
+                    self.move(session, rollout, step, arms)
+        self.publish_pending()  # also what a review that failed after its commit left
 
     def approve(self, model_name: str, version: int, by: str, reason: str) -> dict[str, Any]:
         """A named person's approval of a challenger in rollout; then the rollout is reviewed
@@ -193,16 +191,17 @@ class Rollouts:
         })  # fmt: skip
 
     def publish_pending(self) -> None:
-        """Publish every state written and not yet published, in sequence order. A state
-        another thread is publishing is left to it (its row is locked), so each goes out once
-        unless the process dies between publishing and marking it, when it goes out again
-        under the same sequence, which the inference service skips."""
+        """Publish every state written and not yet published, in sequence order. The rows are
+        locked while they are published, so a second publisher waits and then finds them
+        published (not skipped: a row a reviewer merely waits on reads as locked too): each
+        state goes out once, unless the process dies between publishing and marking it, when
+        it goes out again under the same sequence, which the inference service skips."""
         with session_scope(self.clients.engine) as session:
             waiting = session.scalars(
                 select(Rollout)
                 .where(Rollout.published_sequence < Rollout.sequence)
                 .order_by(Rollout.sequence)
-                .with_for_update(skip_locked=True)
+                .with_for_update()
             ).all()
             for rollout in waiting:
                 publish_event(

@@ -17,6 +17,7 @@ that one made but not announced when the process died is not lost; a consumer of
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ from fetalmlops.common.db.columns import utcnow
 from fetalmlops.trainer import registry
 from fetalmlops.trainer.platform import Platform, announce_promoted, refresh_card
 from fetalmlops.v1 import models_pb2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ class Registrar:
             announce_promoted(self.platform, version, previous, decision)
         for number in followed.changed:  # each card's change history tells the change
             refresh_card(self.platform, state.model_name, number)
+        if followed.changed:
+            log.info(
+                "registry followed the rollout",
+                extra={"model": state.model_name, "sequence": state.sequence,
+                       "changed": list(followed.changed)},
+            )  # fmt: skip
 
     def follow(self, session: Session, state: models_pb2.RolloutChanged) -> Followed:
         """Sets the stages; what to announce and whose cards to rewrite."""
