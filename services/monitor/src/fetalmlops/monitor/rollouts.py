@@ -88,33 +88,33 @@ class Rollouts:
         if event.model_name != self.plan.model or not event.gate.passed:
             return
         with session_scope(self.clients.engine) as session:
-            if _rollout_of(session, event.model_name, event.version) is not None:
-                return
-            previous = active(session, event.model_name)
-            if previous is not None:
-                self.move(
-                    session, previous, Step(Action.ROLL_BACK, f"superseded by v{event.version}")
-                )
-                session.flush()  # one active rollout per model: the index checks it
-            champion = event.gate.champion_version
-            phase = first_phase(self.plan.rollout) if champion else RolloutPhase.AWAITING_APPROVAL
-            rollout = Rollout(
-                model_name=event.model_name,
-                champion_version=champion,
-                challenger_version=event.version,
-                phase=phase,
-                plan_digest=self.digest,
-                sequence=next_sequence(session, event.model_name),
-                published_sequence=0,
-                reason="passed the gate" if champion else "passed the gate; no champion yet",
-                phase_started_at=utcnow(),
-            )
-            session.add(rollout)
-            session.flush()
-            self.audit(session, rollout, "rollout started", {"phase": phase.value})
-            if not champion and not self.plan.approval.required:
-                self.move(session, rollout, Step(Action.PROMOTE, "the first version: no champion"))
+            if _rollout_of(session, event.model_name, event.version) is None:
+                self.start(session, event)
         self.publish_pending()
+
+    def start(self, session: Session, event: models_pb2.ModelTrained) -> None:
+        previous = active(session, event.model_name)
+        if previous is not None:
+            self.move(session, previous, Step(Action.ROLL_BACK, f"superseded by v{event.version}"))
+            session.flush()  # one active rollout per model: the index checks it
+        champion = event.gate.champion_version
+        phase = first_phase(self.plan.rollout) if champion else RolloutPhase.AWAITING_APPROVAL
+        rollout = Rollout(
+            model_name=event.model_name,
+            champion_version=champion,
+            challenger_version=event.version,
+            phase=phase,
+            plan_digest=self.digest,
+            sequence=next_sequence(session, event.model_name),
+            published_sequence=0,
+            reason="passed the gate" if champion else "passed the gate; no champion yet",
+            phase_started_at=utcnow(),
+        )
+        session.add(rollout)
+        session.flush()
+        self.audit(session, rollout, "rollout started", {"phase": phase.value})
+        if not champion and not self.plan.approval.required:
+            self.move(session, rollout, Step(Action.PROMOTE, "the first version: no champion"))
 
     # --- evidence arrives --------------------------------------------------------------------
 
