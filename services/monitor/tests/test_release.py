@@ -154,3 +154,5 @@ def test_at_its_minimums_a_canary_worse_on_feedback_is_rolled_back_not_promoted(
     assert next_step(RULES, NO_APPROVAL, standing(RolloutPhase.CANARY), unmeasured, NOW).action is (
         Action.STAY
     )
+    late = standing(RolloutPhase.CANARY, hours=RULES.max_duration_hours + 0.1)
+    assert next_step(RULES, NO_APPROVAL, late, unmeasured, NOW).action is Action.ROLL_BACK

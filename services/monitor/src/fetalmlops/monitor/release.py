@@ -202,8 +202,9 @@ def next_step(
             "no stop rule met"
         )
         compared = on_feedback(rules, arms)
-        if compared is not None:
-            return compared
+        if compared is not None:  # worse (rolled back), or not yet comparable (within time)
+            late = overdue(rules, elapsed, "canary")
+            return late if compared.action is Action.STAY and late is not None else compared
         if approval.required:
             return Step(Action.AWAIT_APPROVAL, f"{met}; waiting for {_names(approval.approvers)}")
         return Step(Action.PROMOTE, met)
