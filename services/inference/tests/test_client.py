@@ -82,7 +82,7 @@ def client(server: tuple[str, subprocess.Popen[bytes]]) -> Iterator[PlaneClient]
 
 def expected(worker: TorchServeWorker, pngs: list[bytes]) -> list[Prediction]:
     return [
-        Prediction(answer["label"], answer["probabilities"], NAME, str(VERSION))
+        Prediction(answer["label"], answer["probabilities"], NAME, str(VERSION), "champion")
         for answer in worker.classifier.answer(pngs)
     ]
 
@@ -90,10 +90,11 @@ def expected(worker: TorchServeWorker, pngs: list[bytes]) -> list[Prediction]:
 def assert_close(actual: list[Prediction], wanted: list[Prediction]) -> None:
     assert len(actual) == len(wanted)
     for got, want in zip(actual, wanted, strict=True):
-        assert (got.label, got.model_name, got.model_version) == (
+        assert (got.label, got.model_name, got.model_version, got.arm) == (
             want.label,
             want.model_name,
             want.model_version,
+            want.arm,
         )
         assert list(got.probabilities) == list(want.probabilities)
         assert got.probabilities == pytest.approx(want.probabilities, abs=1e-5)

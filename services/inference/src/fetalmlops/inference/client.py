@@ -55,6 +55,7 @@ class Prediction:
     probabilities: dict[str, float]
     model_name: str
     model_version: str
+    arm: str = ""  # "champion" or "challenger" (a canary); "" from a server before rollouts
 
 
 def b64(image: bytes) -> str:
@@ -85,6 +86,7 @@ def v1_predictions(answer: Mapping[str, Any]) -> list[Prediction]:
             probabilities={str(k): float(v) for k, v in p["probabilities"].items()},
             model_name=str(p["model_name"]),
             model_version=str(p["model_version"]),
+            arm=str(p.get("arm", "")),
         )
         for p in answer["predictions"]
     ]
@@ -104,6 +106,7 @@ def v2_predictions(answer: Mapping[str, Any]) -> list[Prediction]:
             probabilities=dict(zip(classes, values[i * width : (i + 1) * width], strict=True)),
             model_name=str(answer["model_name"]),
             model_version=str(answer.get("model_version") or ""),
+            arm=str((answer.get("parameters") or {}).get("arm", "")),
         )
         for i, label in enumerate(labels["data"])
     ]
