@@ -9,7 +9,7 @@ UV := python3 -m uv
 VENV_BIN := .venv/bin
 FETALMLOPS := $(VENV_BIN)/fetalmlops
 
-.PHONY: help setup system-packages stack-up stack-down stack-status test test-unit lint format proto demo bench clean
+.PHONY: help setup system-packages stack-up stack-down stack-status test test-unit lint format proto demo up screenshot bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,8 +50,14 @@ format: setup ## Apply ruff's fixes and formatting
 proto: setup ## Regenerate the event classes from proto/ (checked in)
 	$(VENV_BIN)/python proto/generate.py
 
-demo: setup ## Phantom cohort → trained, packaged model → KServe predictor → a prediction
-	deploy/local/demo/demo.sh
+demo: setup ## The whole loop on `fetalmlops up`, told step by step (about 6 min; Ctrl-C ends it)
+	$(VENV_BIN)/python deploy/local/demo/demo.py
+
+up: setup ## Every service in one process on the embedded stand-ins, until Ctrl-C
+	$(FETALMLOPS) up
+
+screenshot: setup system-packages ## docs/dashboard.png: the dashboard of a demo run, drawn by Chromium
+	$(VENV_BIN)/python deploy/local/demo/demo.py --exit --screenshot docs/dashboard.png
 
 bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in the same run
 	$(VENV_BIN)/python benchmarks/bus.py

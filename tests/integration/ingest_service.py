@@ -17,10 +17,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.db import upgrade
-from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.settings import Settings, Topics, settings_env
 from fetalmlops.v1 import images_pb2
 
-from .processes import ServiceProcess, free_port, settings_env
+from .processes import ServiceProcess, free_port
 
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
 WRITER_TOKEN, LABELLER_TOKEN = "test-writer-token", "test-labeller-token"

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fetalmlops.common.settings import Settings
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -48,25 +46,6 @@ def answers(url: str, status: int = 200) -> bool:
         return False
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The FETALMLOPS_* variables that give a service process these settings."""
-    values = {
-        "BUS": settings.bus.value,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "STORE": settings.store.value,
-        "MINIO_ENDPOINT": settings.minio_endpoint,
-        "MINIO_ACCESS_KEY": settings.minio_access_key,
-        "MINIO_SECRET_KEY": settings.minio_secret_key.get_secret_value(),
-        "DATABASE_URL": settings.database_url,
-    }
-    if settings.otlp_endpoint:
-        values["OTLP_ENDPOINT"] = settings.otlp_endpoint
-    values |= {
-        f"TOPICS__{name.upper()}": topic for name, topic in settings.topics.model_dump().items()
-    }
-    return {f"FETALMLOPS_{k}": v for k, v in values.items()}
-
-
 class ServiceProcess:
     """`fetalmlops run <service>` as a real process, started, signalled and restarted by tests."""
 
@@ -79,7 +58,8 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 60) -> None:
+    def start(self, timeout_s: float = 60, probe: str = "/readyz") -> None:
+        """Starts the process and waits until ``probe`` answers 200."""
         with self.log.open("a") as output:
             command = [str(Path(sys.executable).with_name("fetalmlops")), "run", self.service]
             self.process = subprocess.Popen(command, env=self.env, stderr=output)
@@ -87,7 +67,7 @@ class ServiceProcess:
 
         def ready() -> bool:
             assert process.poll() is None, self.log.read_text()[-3000:]
-            return answers(f"{self.url}/readyz")
+            return answers(f"{self.url}{probe}")
 
         wait_for(ready, timeout_s, f"{self.service} ready")
 

@@ -21,13 +21,13 @@ from fetalmlops.anonymizer.catalog import image_id as catalog_image_id
 from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.bus.consume import DLQ_ERROR
 from fetalmlops.common.db import Image, create_engine_for, session_scope
-from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.settings import Settings, Topics, settings_env
 from fetalmlops.common.store import MinioStore
 from fetalmlops.datasets.phantom.samples import sample_dicom
 from fetalmlops.v1 import images_pb2
 
 from .ingest_service import RunningIngest, TopicWatch, running_ingest
-from .processes import ServiceProcess, settings_env, wait_for
+from .processes import ServiceProcess, wait_for
 
 pytestmark = pytest.mark.stack
 SECRET = "pipeline-test-secret"

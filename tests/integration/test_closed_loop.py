@@ -60,7 +60,7 @@ from fetalmlops.common.db import (
 )
 from fetalmlops.common.db.audit import entries
 from fetalmlops.common.planes import Plane, plane_to_proto
-from fetalmlops.common.settings import Settings
+from fetalmlops.common.settings import Settings, settings_env
 from fetalmlops.common.store import open_store
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.datasets.phantom.samples import sample_dicom
@@ -76,7 +76,7 @@ from .ingest_service import (
     running_ingest,
 )
 from .model_versions import build_version
-from .processes import ServiceProcess, settings_env, wait_for
+from .processes import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(2400)]
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")

@@ -28,9 +28,9 @@ from fetalmlops.common.db import create_engine_for
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import LocalStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+from fetalmlops.datasets.phantom.phi import planted_phi, sidecar
 
 from .model_versions import CLASSES, Version, build_version
-from .phi import planted_phi, sidecar
 from .processes import Serving, serving, wait_for
 
 NAME, NUMBER = "fetal-planes", 3

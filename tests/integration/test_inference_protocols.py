@@ -27,9 +27,9 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+from fetalmlops.datasets.phantom.phi import planted_phi, sidecar
 
 from .model_versions import CLASSES, Version, build_version, phantom_pngs
-from .phi import planted_phi, sidecar
 from .processes import Serving, serving, wait_for
 
 NAME, NUMBER = "fetal-planes", 7

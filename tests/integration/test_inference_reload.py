@@ -5,7 +5,8 @@
 weights) is uploaded and its promotion published. Every request must succeed, each client must
 see version 1 and then version 2 and never go back, and every answer must be exactly what the
 version it names computes. A promotion whose version cannot be loaded is dead-lettered and the
-served version stays.
+served version stays. A server started before its model had any version (no model URI, only
+its name) answers 503 until the first promotion, then serves that version.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import httpx
 import pytest
 
 from fetalmlops.common.bus import KafkaBus, publish_event
-from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.settings import Settings, Topics, settings_env
 from fetalmlops.common.store import open_store
 from fetalmlops.v1 import models_pb2
 
 from .ingest_service import from_beginning
 from .model_versions import Version, build_version, phantom_pngs, same
-from .processes import ServiceProcess, settings_env, wait_for
+from .processes import ServiceProcess, answers, get, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 CLIENTS = 4
@@ -74,22 +75,37 @@ class Deployment:
     first: Version  # served from the start
 
 
-@pytest.fixture
-def deployment(
-    stack_settings: Callable[[str | None], Settings], tmp_path: Path
-) -> Iterator[Deployment]:
+@dataclass(frozen=True)
+class Platform:
+    """Topics of a test's own on the stack, and a model name of its own."""
+
+    settings: Settings  # the registry's, which promotes
+    env: dict[str, str]  # the inference service's
+    name: str
+
+
+def platform(stack_settings: Callable[[str | None], Settings]) -> Platform:
     tag = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"test.{tag}.{v}" for k, v in Topics().model_dump().items()})
     owner = stack_settings("trainer").model_copy(update={"topics": topics})
     bus = KafkaBus(owner.kafka_bootstrap_servers)
     bus.ensure_topics([topics.models_promoted, topics.predictions, topics.deadletter], 3)
     bus.close()
-    name = f"planes-{tag}"
+    env = settings_env(stack_settings("inference").model_copy(update={"topics": topics}))
+    env |= {"FETALMLOPS_INFERENCE_RELOAD_ON_PROMOTION": "1"}
+    return Platform(owner, env, f"planes-{tag}")
+
+
+@pytest.fixture
+def deployment(
+    stack_settings: Callable[[str | None], Settings], tmp_path: Path
+) -> Iterator[Deployment]:
+    fresh = platform(stack_settings)
+    owner, name = fresh.settings, fresh.name
     store, bucket = open_store(owner), owner.buckets.models
     first = build_version(tmp_path, name, 1, seed=1)
     uri = first.upload(store, bucket, f"{name}/v1/")
-    env = settings_env(stack_settings("inference").model_copy(update={"topics": topics}))
-    env |= {"FETALMLOPS_INFERENCE_MODEL_URI": uri, "FETALMLOPS_INFERENCE_RELOAD_ON_PROMOTION": "1"}
+    env = fresh.env | {"FETALMLOPS_INFERENCE_MODEL_URI": uri}
     service = ServiceProcess("inference", env, tmp_path / "inference.log")
     service.start(timeout_s=90)
     try:
@@ -163,3 +179,42 @@ def test_a_version_that_does_not_load_is_deadlettered_and_the_old_one_serves_on(
         f"{deployment.service.url}/v1/models/{name}:predict", json=body, timeout=30
     )
     assert response.status_code == 200 and response.json()["predictions"][0]["model_version"] == "1"
+
+
+def test_a_server_started_before_any_version_serves_the_first_one_promoted(
+    stack_settings: Callable[[str | None], Settings], tmp_path: Path
+) -> None:
+    fresh = platform(stack_settings)
+    settings, name = fresh.settings, fresh.name
+    env = fresh.env | {"FETALMLOPS_INFERENCE_MODEL_NAME": name}
+    service = ServiceProcess("inference", env, tmp_path / "inference.log")
+    service.start(timeout_s=90, probe="/healthz")  # live, and unready: nothing to serve yet
+    store, bucket = open_store(settings), settings.buckets.models
+    image = phantom_pngs(1, seed=3)[0]
+    body = {"instances": [{"b64": base64.b64encode(image).decode()}]}
+    predict = f"{service.url}/v1/models/{name}:predict"
+    try:
+        status, readiness = get(f"{service.url}/readyz")
+        assert status == 503 and f"waiting for its first promoted version: {name}" in readiness
+        refused = httpx.post(predict, json=body, timeout=30)
+        assert (refused.status_code, refused.json()) == (
+            503,
+            {"error": "the model is not loaded yet"},
+        )
+        assert get(f"{service.url}/v2/models/{name}/ready")[0] == 503
+        assert get(f"{service.url}/v2/models/{name}")[0] == 503  # no version, no metadata
+
+        first = build_version(tmp_path, name, 1, seed=1)
+        promote(settings, name, 1, first.upload(store, bucket, f"{name}/v1/"), previous=0)
+        wait_for(lambda: answers(f"{service.url}/readyz"), 120, "ready with version 1")
+
+        response = httpx.post(predict, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        (prediction,) = response.json()["predictions"]
+        assert prediction["model_version"] == "1"
+        assert same(prediction["probabilities"], first.expected(image).tolist())
+        assert get(f"{service.url}/v2/models/{name}/ready")[0] == 200
+    finally:
+        service.stop()
+        for info in list(store.list(bucket, f"{name}/")):
+            store.delete(bucket, info.key)

@@ -28,13 +28,13 @@ import httpx
 import pytest
 
 from fetalmlops.common.bus import KafkaBus, publish_event
-from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.settings import Settings, Topics, settings_env
 from fetalmlops.common.store import open_store
 from fetalmlops.v1 import models_pb2, predictions_pb2
 
 from .ingest_service import from_beginning
 from .model_versions import Version, build_version, phantom_pngs, same
-from .processes import ServiceProcess, settings_env, wait_for
+from .processes import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 CLIENTS = 3

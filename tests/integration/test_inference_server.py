@@ -23,11 +23,11 @@ import torch
 from PIL import Image
 
 from fetalmlops.archive.preprocessing import decode
-from fetalmlops.common.settings import Settings
+from fetalmlops.common.settings import Settings, settings_env
 from fetalmlops.common.store import open_store
 
 from .model_versions import CLASSES, PREP, Version, build_version, phantom_pngs
-from .processes import SERVE, ServiceProcess, Serving, free_port, serving, settings_env
+from .processes import SERVE, ServiceProcess, Serving, free_port, serving
 
 NAME, VERSION = "fetal-planes", 7
 

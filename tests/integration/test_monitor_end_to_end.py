@@ -43,9 +43,10 @@ from fetalmlops.common.db import (
 )
 from fetalmlops.common.db.audit import entries
 from fetalmlops.common.planes import plane_to_proto
-from fetalmlops.common.settings import Settings
+from fetalmlops.common.settings import Settings, settings_env
 from fetalmlops.common.store import open_store
 from fetalmlops.datasets.phantom.dataset import plan
+from fetalmlops.datasets.phantom.phi import hits
 from fetalmlops.datasets.phantom.samples import sample_dicom
 from fetalmlops.monitor.settings import MonitorSettings
 from fetalmlops.monitor.stream import Monitor
@@ -53,8 +54,7 @@ from fetalmlops.v1 import feedback_pb2, models_pb2, predictions_pb2, training_pb
 
 from .ingest_service import from_beginning, private_topics
 from .model_versions import CLASSES, build_version
-from .phi import hits
-from .processes import ServiceProcess, settings_env, wait_for
+from .processes import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 

@@ -28,15 +28,15 @@ from PIL import Image as Picture
 from fetalmlops.anonymizer.catalog import image_id as catalog_image_id
 from fetalmlops.common.bus import KafkaBus
 from fetalmlops.common.db import Base, Image, Label, create_engine_for, session_scope
-from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.settings import Settings, Topics, settings_env
 from fetalmlops.common.store import MinioStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+from fetalmlops.datasets.phantom.phi import hits, planted_phi, sidecar
 from fetalmlops.datasets.phantom.samples import sample_picture
 
 from .collector import Collected, otlp_collector
 from .ingest_service import LABELLER_TOKEN, RunningIngest, from_beginning, running_ingest
-from .phi import hits, planted_phi, sidecar
-from .processes import ServiceProcess, get, settings_env, wait_for
+from .processes import ServiceProcess, get, wait_for
 
 pytestmark = pytest.mark.stack
 DECLARED_PATIENT = "P-LEAK-0042"

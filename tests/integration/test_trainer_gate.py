@@ -45,7 +45,7 @@ from fetalmlops.common.db import (
 )
 from fetalmlops.common.db.audit import entries as audit_entries
 from fetalmlops.common.planes import Plane
-from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.settings import Settings, Topics, settings_env
 from fetalmlops.common.store import MinioStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.datasets.phantom.profiles import PROFILES
@@ -56,7 +56,7 @@ from fetalmlops.trainer.data_rules import SEQUESTERED_IMAGE, TIE
 from fetalmlops.v1 import models_pb2, training_pb2
 
 from .ingest_service import from_beginning
-from .processes import ServiceProcess, settings_env, wait_for
+from .processes import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")

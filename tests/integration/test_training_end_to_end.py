@@ -45,16 +45,16 @@ from fetalmlops.common.db import (
     create_engine_for,
     session_scope,
 )
-from fetalmlops.common.settings import Settings, Topics
+from fetalmlops.common.settings import Settings, Topics, settings_env
 from fetalmlops.common.store import MinioStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
+from fetalmlops.datasets.phantom.phi import hits, planted_phi, sidecar
 from fetalmlops.stack.torchserve import running_torchserve
 from fetalmlops.v1 import models_pb2, predictions_pb2, training_pb2
 
 from .collector import otlp_collector
 from .ingest_service import IMPORTER_TOKEN, RunningIngest, from_beginning, running_ingest
-from .phi import hits, planted_phi, sidecar
-from .processes import ServiceProcess, settings_env, wait_for
+from .processes import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
 SECRET = "training-e2e-secret"

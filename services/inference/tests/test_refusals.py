@@ -77,6 +77,8 @@ def test_each_error_is_answered_by_its_kind(
     assert [line for line in logged if "CANARY" in line] == []
     if status == 500:  # logged, by the type of the error
         assert any("request failed" in line for line in logged)
+    else:  # a refusal, or a state (a model awaiting its first version): no error line each
+        assert all(record.levelno < logging.ERROR for record in caplog.records)
 
 
 def test_a_body_that_does_not_validate_is_400_without_its_values() -> None:

@@ -80,3 +80,27 @@ def test_a_followed_promotion_switches_and_a_broken_one_keeps_the_old_version(
     assert predictor.serving().champion.archive is not archive
     with pytest.raises(Rejected, match="expected ModelPromoted"):
         follower.handle(record(training_pb2.TrainingRequested(model_name=NAME)))
+
+
+def test_a_replica_awaiting_its_first_version_serves_the_first_promotion_of_its_name(
+    layout: ModelLayout, tmp_path: Path
+) -> None:
+    predictor = PlanePredictor(None, NAME)
+    opened: list[str] = []
+
+    def open_uri(uri: str) -> Archive:
+        opened.append(uri)
+        if uri.endswith("/v9/"):
+            raise ArchiveError(f"no model version at {uri}")
+        return open_version(layout.root, tmp_path / str(len(opened)))
+
+    follower = Follower(predictor, open_uri)
+    follower.handle(record(promoted(VERSION, 0, "another-model")))
+    assert opened == [] and predictor.awaiting_first_version
+    with pytest.raises(ArchiveError, match="no model version"):  # retried, then dead-lettered
+        follower.handle(record(promoted(9, 0)))
+    assert (predictor.awaiting_first_version, predictor.ready) == (True, False)  # still waiting
+    follower.handle(record(promoted(VERSION, VERSION - 3)))  # the first, whatever it replaced
+    assert (predictor.ready, predictor.model_version) == (True, str(VERSION))
+    follower.handle(record(promoted(VERSION - 1, VERSION - 2)))  # history from then on
+    assert opened == ["s3://m/v9/", f"s3://m/v{VERSION}/"]

@@ -239,3 +239,44 @@ def test_a_promotion_decided_before_the_rollout_served_is_skipped(replica: Repli
     rollouts.handle(record(rollout(2, CANARY, champion=5, challenger=6, fraction=0.3, at_s=30)))
     promotions.handle(record(promotion(5, VERSION, at_s=20), "fetal.models.promoted"))
     assert versions(predictor) == ("5", "6", Mode.CANARY, 2)
+
+
+@pytest.fixture
+def awaiting(layout: ModelLayout, second: ModelLayout, tmp_path: Path) -> Replica:
+    """A predictor started before its model had a version, and its two followers."""
+    store = Store({VERSION: layout, 5: second}, tmp_path)
+    predictor = PlanePredictor(None, NAME)
+    return predictor, RolloutFollower(predictor, store.open), Follower(predictor, store.open), store
+
+
+def test_a_replica_awaiting_its_first_version_skips_states_it_cannot_serve(
+    awaiting: Replica,
+) -> None:
+    predictor, rollouts, _, store = awaiting
+    rollouts.handle(record(rollout(1, SHADOW, name="another-model")))
+    rollouts.handle(record(rollout(2, ALONE, champion=0, challenger=0)))  # a first version on trial
+    assert predictor.awaiting_first_version and store.opened == []
+
+
+# What a replica started before any version catches up on: v4 promoted (t=5), the shadow of v5
+# beside it (t=10), v5 promoted (t=20). Either topic's first change gives it its first version.
+PROMOTION_OF_4 = promotion(VERSION, 0, at_s=5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "ending"),
+    [
+        ([PROMOTION_OF_4, SHADOW_OF_5], (str(VERSION), "5", Mode.SHADOW)),
+        ([SHADOW_OF_5, PROMOTION_OF_4], (str(VERSION), "5", Mode.SHADOW)),
+        ([SHADOW_OF_5, PROMOTION_OF_4, PROMOTION_OF_5], ("5", None, Mode.CHAMPION_ALONE)),
+        ([PROMOTION_OF_4, SHADOW_OF_5, PROMOTION_OF_5], ("5", None, Mode.CHAMPION_ALONE)),
+        ([PROMOTION_OF_4, PROMOTION_OF_5, SHADOW_OF_5], ("5", None, Mode.CHAMPION_ALONE)),
+    ],
+)
+def test_a_replica_awaiting_its_first_version_ends_on_the_latest_decision(
+    awaiting: Replica, changes: list[Change], ending: tuple[str, str | None, Mode]
+) -> None:
+    for change in changes:
+        read(awaiting, change)
+    assert awaiting[0].ready
+    assert versions(awaiting[0])[:3] == ending

@@ -17,6 +17,7 @@ TOKENS = {
     "writer": ["images:write"],
     "labeller": ["labels:write"],
     "importer": ["images:write", "labels:write"],
+    "reviewer": ["feedback:write"],
 }
 WRITER = {"Authorization": "Bearer writer"}
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from fetalmlops.changecontrol.plan import ChangeControlPlan, parse_plan
+from fetalmlops.changecontrol.plan import ChangeControlPlan, PlanError, PlanFile, parse_plan
 from fetalmlops.common.bus import read_event
 from fetalmlops.common.db import Rollout, RolloutPhase, session_scope
 from fetalmlops.common.db.audit import entries, verify
@@ -44,7 +44,7 @@ def plan(approval: bool) -> ChangeControlPlan:
 
 def monitor_with(tmp_path: Path, approval: bool = False) -> Monitor:
     monitor = monitor_at(tmp_path, drift_reference(), rollout_review_seconds=0)
-    monitor.rollouts = Rollouts(monitor.settings, plan(approval), monitor.clients)
+    monitor.rollouts = Rollouts(monitor.settings, PlanFile.fixed(plan(approval)), monitor.clients)
     return monitor
 
 
@@ -246,3 +246,21 @@ def test_a_newer_challenger_supersedes_one_in_rollout(tmp_path: Path) -> None:
     assert phase(monitor, 3) is RolloutPhase.SHADOW
     latest = states(monitor)[-1]
     assert (latest.challenger_version, latest.mode) == (3, models_pb2.ROLLOUT_MODE_SHADOW)
+
+
+def test_a_plan_written_after_the_start_governs_the_first_rollout(tmp_path: Path) -> None:
+    """A platform starts before the sequestered set its plan fixes exists: predictions flow
+    meanwhile, a gate's verdict waits (retried, then dead-lettered with the reason), and the
+    plan once written is read and kept."""
+    monitor = monitor_at(tmp_path, drift_reference(), rollout_review_seconds=0)
+    later = tmp_path / "plan.yaml"
+    monitor.rollouts = Rollouts(monitor.settings, PlanFile.at(later), monitor.clients)
+    stream(monitor, served(10, seed=1, arm=predictions_pb2.ARM_CHAMPION, version=1))
+    with pytest.raises(PlanError, match=r"plan.yaml(?s:.*)cannot be read"):
+        gate_passed(monitor)
+    later.write_text(yaml.safe_dump(plan(approval=False).model_dump(mode="json")))
+    gate_passed(monitor)
+    assert phase(monitor) is RolloutPhase.SHADOW
+    later.write_text("not: a plan")  # a running service never changes plans
+    stream(monitor, served(SHADOW, seed=2, arm=predictions_pb2.ARM_SHADOW, version=2))
+    assert phase(monitor) is RolloutPhase.CANARY

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from fetalmlops.archive.handler import PlaneClassifier
-from fetalmlops.changecontrol.plan import ChangeControlPlan
+from fetalmlops.changecontrol.plan import ChangeControlPlan, PlanFile, plan_digest
 from fetalmlops.common.bus import EmbeddedBus, Record, Rejected, read_event
 from fetalmlops.common.db import (
     Image,
@@ -51,6 +51,7 @@ from fetalmlops.trainer.governance import (
     SequesteredMismatch,
     govern,
     governing_plan,
+    plan_file,
 )
 from fetalmlops.trainer.job import Request
 from fetalmlops.trainer.main import Trainer, build
@@ -294,9 +295,11 @@ def test_a_plan_that_cannot_govern_the_run_is_refused(
 
     own = TrainerSettings(model_name="planes", workdir=tmp_path / "work")
     with pytest.raises(Rejected, match=r"not the 0{64}"):  # the Kafka door: dead-lettered
-        Trainer(platform, own, altered).handle(record(training_pb2.TrainingRequested()))
+        Trainer(platform, own, PlanFile.fixed(altered)).handle(
+            record(training_pb2.TrainingRequested())
+        )
     with pytest.raises(Rejected, match="does not train 'other'"):
-        Trainer(platform, own, good).handle(
+        Trainer(platform, own, PlanFile.fixed(good)).handle(
             record(training_pb2.TrainingRequested(model_name="other"))
         )
     # A snapshot named by id is held to the same rules: this one holds the sequestered set.
@@ -307,7 +310,7 @@ def test_a_plan_that_cannot_govern_the_run_is_refused(
         snapshot("planes", entries, Filters(), SplitSpec(seed=0)),
     )
     with pytest.raises(Rejected, match=f"{len(sequestered.entries)} sequestered image"):
-        Trainer(platform, own, good).handle(
+        Trainer(platform, own, PlanFile.fixed(good)).handle(
             record(training_pb2.TrainingRequested(snapshot_id=everything.id))
         )
     # And whatever door a run comes through, it never trains on the sequestered set.
@@ -328,8 +331,32 @@ def test_a_plan_for_another_model_stops_the_service_at_start(tmp_path: Path) -> 
     settings = Settings(store_dir=tmp_path / "objects", database_url="sqlite://")
     with pytest.raises(SystemExit, match="governs the model 'other'"):
         build(settings, TrainerSettings(plan=other))
-    with pytest.raises(SystemExit, match=r"FETALMLOPS_TRAINER_PLAN: (?s:.*)cannot be read"):
-        build(settings, TrainerSettings(plan=tmp_path / "missing.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [")
+    with pytest.raises(SystemExit, match=r"FETALMLOPS_TRAINER_PLAN: (?s:.*)broken.yaml"):
+        build(settings, TrainerSettings(plan=broken))
+
+
+def test_a_plan_written_after_the_start_governs_from_the_first_request(
+    sequestered: Manifest, tmp_path: Path
+) -> None:
+    """A platform starts before the sequestered set it will fix exists: until the plan is
+    written, a request is refused with the reason; then the plan is read, and kept."""
+    platform = site(tmp_path)
+    catalog.freeze(platform.engine, platform.store, platform.settings, sequestered)
+    later = tmp_path / "plan.yaml"
+    own = TrainerSettings(model_name="planes", workdir=tmp_path / "work", plan=later)
+    trainer = Trainer(platform, own, plan_file(later, own.model_name))
+    with pytest.raises(
+        Rejected, match=r"no change-control plan (?s:.*)plan.yaml(?s:.*)cannot be read"
+    ):
+        trainer.governance(training_pb2.TrainingRequested())
+    plan = change_control(sequestered, **EASY)
+    later.write_text(yaml.safe_dump(plan.model_dump(mode="json")))
+    governance = trainer.governance(training_pb2.TrainingRequested())
+    assert governance is not None and governance.digest == plan_digest(plan)
+    later.write_text(PLAN_FILE.read_text())  # a running service never changes plans
+    assert trainer.governance(training_pb2.TrainingRequested()).digest == plan_digest(plan)  # type: ignore[union-attr]
 
 
 def record(event: training_pb2.TrainingRequested) -> Record:

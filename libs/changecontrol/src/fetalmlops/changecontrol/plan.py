@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -216,6 +217,44 @@ def load_plan(path: Path) -> ChangeControlPlan:
     except UnicodeDecodeError as exc:
         raise PlanError(str(path), [f"is not UTF-8 text: {exc.reason}"]) from None
     return parse_plan(text, str(path))
+
+
+class PlanFile:
+    """A service's plan, read from its file when first needed and then kept for the process's
+    life: a platform may start before its plan is written (the sequestered set the plan fixes
+    by hash is taken from data the platform itself receives), yet a plan never changes under a
+    running service. `load` raises PlanError while the file is missing or invalid."""
+
+    def __init__(self, path: Path | None, plan: ChangeControlPlan | None = None) -> None:
+        self.path = path
+        self._plan = plan
+        self._lock = threading.Lock()
+
+    @classmethod
+    def at(cls, path: Path) -> PlanFile:
+        """The plan at ``path``: read now when its file is written (PlanError for a broken one,
+        so that a service stops at its start), else when first needed."""
+        plans = cls(path)
+        if path.exists():
+            plans.load()
+        return plans
+
+    @classmethod
+    def fixed(cls, plan: ChangeControlPlan) -> PlanFile:
+        """A plan already in hand (tests, and callers that read it themselves)."""
+        return cls(None, plan)
+
+    @property
+    def written(self) -> bool:
+        """Whether there is a plan to load (it may still be invalid)."""
+        return self._plan is not None or (self.path is not None and self.path.exists())
+
+    def load(self) -> ChangeControlPlan:
+        with self._lock:
+            if self._plan is None:
+                assert self.path is not None  # one of the two is given
+                self._plan = load_plan(self.path)
+            return self._plan
 
 
 def plan_digest(plan: ChangeControlPlan) -> str:

@@ -150,3 +150,24 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP traces endpoint, e.g. `http://collector:4318/v1/traces`."
     )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The FETALMLOPS_* variables that give another process (a service, a command) the
+    platform these settings point at: its bus, store, database and topics."""
+    values = {
+        "BUS": settings.bus.value,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "STORE": settings.store.value,
+        "STORE_DIR": str(settings.store_dir),
+        "MINIO_ENDPOINT": settings.minio_endpoint,
+        "MINIO_ACCESS_KEY": settings.minio_access_key,
+        "MINIO_SECRET_KEY": settings.minio_secret_key.get_secret_value(),
+        "DATABASE_URL": settings.database_url,
+    }
+    if settings.otlp_endpoint:
+        values["OTLP_ENDPOINT"] = settings.otlp_endpoint
+    values |= {
+        f"TOPICS__{name.upper()}": topic for name, topic in settings.topics.model_dump().items()
+    }
+    return {f"{ENV_PREFIX}{k}": v for k, v in values.items()}

@@ -8,16 +8,19 @@ from fetalmlops.anonymizer.catalog import Catalog
 from fetalmlops.anonymizer.images import Anonymizer
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.common.bus import Consumer, retry_policy
-from fetalmlops.common.clients import connect
+from fetalmlops.common.clients import Clients, connect
 from fetalmlops.common.service import ReadinessCheck, Service, create_app, run
 from fetalmlops.common.settings import Settings
 
 SERVICE_NAME = "anonymizer"
 
 
-def build(settings: Settings, own: AnonymizerSettings | None = None) -> Service:
+def build(
+    settings: Settings, own: AnonymizerSettings | None = None, clients: Clients | None = None
+) -> Service:
+    """The service on ``clients`` (default: those ``settings`` configure)."""
     own = own or AnonymizerSettings()
-    clients = connect(settings)
+    clients = clients or connect(settings)
     anonymizer = Anonymizer(settings, own, clients.store, clients.bus, clients.engine)
     readiness = {
         **clients.readiness([settings.buckets.raw, settings.buckets.anonymized]),

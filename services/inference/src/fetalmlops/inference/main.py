@@ -7,9 +7,12 @@ serve ``FETALMLOPS_INFERENCE_MODEL_URI`` on ``FETALMLOPS_HTTP_HOST:FETALMLOPS_HT
 ``FETALMLOPS_INFERENCE_RELOAD_ON_PROMOTION`` a thread follows `fetal.models.promoted`, and with
 ``FETALMLOPS_INFERENCE_FOLLOW_ROLLOUTS`` another follows `fetal.models.rollout` (shadow and
 canary challengers).
-Without a model configured the service still starts, live and unready (``/readyz`` 503), as on
-a platform where nothing has been trained yet; a configured model that cannot be loaded stops
-the process with the reason, so a deployment error is loud (and Kubernetes retries).
+Without a model configured the service still starts, as on a platform where nothing has been
+trained yet: with ``FETALMLOPS_INFERENCE_MODEL_NAME`` and promotions followed, it serves that
+model under that name, unready (``/readyz`` and every request to it 503) until the registry
+promotes its first version, then that version and the ones after it; otherwise it stays live
+and unready, serving nothing. A configured model that cannot be loaded stops the process with
+the reason, so a deployment error is loud (and Kubernetes retries).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import logging
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +61,17 @@ class Serving:
 
 
 def build(
-    settings: Settings, own: InferenceSettings, cache: Path, source: str | Path | None = None
+    settings: Settings,
+    own: InferenceSettings,
+    cache: Path,
+    source: str | Path | None = None,
+    bus: Bus | None = None,
 ) -> Serving:
     """Everything a server needs, the model at ``source`` (default: ``own.model_uri``)
-    loaded; raises ArchiveError."""
+    loaded, or without one the predictor awaiting ``own.model_name``'s first promoted version;
+    on ``bus`` (default: the one ``settings`` configure). Raises ArchiveError."""
     source = own.model_uri if source is None else source
-    bus = open_bus(settings)
+    bus = bus or open_bus(settings)
     publisher = PredictionPublisher(bus, settings.topics.predictions, settings.service_name)
     accountant = (
         Accountant(
@@ -89,9 +98,12 @@ def build(
         max_shadows_in_flight=own.max_shadows_in_flight,
     )
     try:
-        predictors = (
-            [] if source is None else [open_predictor(source, settings, own, cache, options)]
-        )
+        if source is not None:
+            predictors = [open_predictor(source, settings, own, cache, options)]
+        elif own.model_name and own.reload_on_promotion:
+            predictors = [awaiting_predictor(own.model_name, own, options)]
+        else:
+            predictors = []
     except ArchiveError:
         publisher.close()
         bus.close()
@@ -120,6 +132,12 @@ def open_predictor(
     return predictor
 
 
+def awaiting_predictor(name: str, own: InferenceSettings, options: Options) -> PlanePredictor:
+    """The predictor of model ``name`` before its first version: its promotion loads it."""
+    log.info("waiting for the first promoted version", extra={"model": name})
+    return PlanePredictor(None, name, torch.device(own.device), options)
+
+
 def opener(settings: Settings, cache: Path) -> Callable[[str | Path], Archive]:
     def open_source(source: str | Path) -> Archive:
         return open_version(source, cache, store=lambda: open_store(settings))
@@ -135,9 +153,42 @@ def run_serving(
 
     Raises ServeRefused before serving when the bearer-token rules forbid it.
     """
+    try:
+        with serving_session(serving, settings, own, cache):
+            serve(serving.predictors, own, host, port, serving.readiness)
+    finally:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.shutdown()  # flushes the spans still batched for export
+
+
+@contextmanager
+def serving_session(
+    serving: Serving, settings: Settings, own: InferenceSettings, cache: Path
+) -> Iterator[None]:
+    """What runs beside the server while it serves: the energy account and the threads
+    following promotions and rollouts; on the way out they stop, what is queued is published
+    and the bus is closed."""
     return_large_blocks()  # decoded pictures are freed back to the system, not kept per thread
     if serving.accountant is not None:
         serving.accountant.start()
+    followings = follow_changes(serving, settings, own, cache)
+    try:
+        yield
+    finally:
+        for following in followings:
+            following.close()
+        if serving.accountant is not None:
+            serving.accountant.close()
+        serving.publisher.close()
+        serving.bus.close()
+
+
+def follow_changes(
+    serving: Serving, settings: Settings, own: InferenceSettings, cache: Path
+) -> list[Following]:
+    """For every predictor, a version awaited included, the threads following its promotions
+    and its rollout states, as ``own`` asks; closed by the caller."""
     followings: list[Following] = []
     topics = settings.topics
     for predictor in serving.predictors:
@@ -151,18 +202,7 @@ def run_serving(
             followings.append(
                 follow(serving.bus, rollouts, topics.models_rollout, topics.deadletter, "rollouts")
             )
-    try:
-        serve(serving.predictors, own, host, port, serving.readiness)
-    finally:
-        for following in followings:
-            following.close()
-        if serving.accountant is not None:
-            serving.accountant.close()
-        serving.publisher.close()
-        serving.bus.close()
-        provider = trace.get_tracer_provider()
-        if isinstance(provider, TracerProvider):
-            provider.shutdown()  # flushes the spans still batched for export
+    return followings
 
 
 def main() -> None:

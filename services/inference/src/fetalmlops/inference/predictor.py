@@ -22,6 +22,10 @@ promotion or a rollout change (``change``, called from the follower threads of `
   challenger fails (its run, or a decoding it refuses), the champion answers and its events
   say ``challenger_failed``: a client never sees the challenger fail.
 
+A predictor made before its model has any version (no archive, only the model's name) awaits
+the first: unready, every request and metadata route answers 503 (`ModelNotReady`), until a
+follower adopts the first promoted version through ``change`` and it becomes ready.
+
 A challenger whose archive decodes differently (`Archive.decoding_digest`: another handler,
 preprocessing code or parameters) decodes the request again for itself; one that agrees
 scores the champion's tensors.
@@ -116,13 +120,23 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
 
     def __init__(
         self,
-        archive: Archive,
+        archive: Archive | None,
         name: str | None = None,
         device: torch.device | None = None,
         options: Options | None = None,
     ) -> None:
-        super().__init__(name or archive.model_name)
+        """Serves ``archive`` once `load` has loaded it. Without an archive, the predictor of
+        the model ``name`` awaits its first version: unready, it answers every request with
+        HTTP 503 until a promotion or a rollout state gives it one (`reload.py`, `rollout.py`).
+        """
+        if not name:
+            if archive is None:
+                raise ValueError("a predictor awaiting its first version needs the model's name")
+            name = archive.model_name
+        super().__init__(name)
         self.pending = archive  # what `load` loads
+        # The registry's name, which promotions and rollout states carry; `name` is the paths'.
+        self.registry_name = name if archive is None else archive.model_name
         self.device = device or torch.device("cpu")
         self.options = options or Options()
         self.arms: Arms | None = None
@@ -132,18 +146,30 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
         self._changing = threading.Lock()
 
     @property
+    def awaiting_first_version(self) -> bool:
+        """No version served, none to load: the model had none when this process started."""
+        return self.arms is None and self.pending is None
+
+    @property
     def archive(self) -> Archive:
-        """The champion's version, served or about to be."""
-        return self.arms.champion.archive if self.arms is not None else self.pending
+        """The champion's version, served or about to be; ModelNotReady (HTTP 503) while the
+        first version is awaited."""
+        archive = self.arms.champion.archive if self.arms is not None else self.pending
+        if archive is None:
+            raise ModelNotReady(self.name, "The model awaits its first promoted version.")
+        return archive
 
     @property
     def model_version(self) -> str:
         return self.archive.model_version
 
     def load(self) -> bool:
-        """Loads the TorchScript model; ready only once it has."""
-        self.change(lambda _: Arms(self.loaded_version(self.pending)))
-        self.ready = True
+        """Loads the TorchScript model; ready only once it has. Awaiting its first version, the
+        predictor has nothing to load (KServe calls this for a request to an unready model)."""
+        pending = self.pending
+        if pending is None:
+            return self.ready
+        self.change(lambda _: Arms(self.loaded_version(pending)))
         return True
 
     def switch(self, archive: Archive) -> None:
@@ -170,6 +196,7 @@ class PlanePredictor(Model):  # type: ignore[misc]  # kserve ships no type infor
             arms = step(self.arms)
             if arms is not None:
                 self.arms = arms
+                self.ready = True  # a first version adopted by a follower included
                 SERVED_VERSION.labels(self.name).set(version_number(arms.champion.version))
                 challenger = arms.challenger
                 CHALLENGER_VERSION.labels(self.name).set(

@@ -103,8 +103,12 @@ def not_found(served: Callable[[], Sequence[str]]) -> Callable[[Exception], JSON
 
 def fixed(exc: Exception) -> JSONResponse:
     status, reason = next(v for k, v in FIXED.items() if isinstance(exc, k))
-    if status >= 500:
+    if status == 500:
         log.error("request failed", extra={"error": type(exc).__name__}, exc_info=exc)
+    else:
+        # A state, not a failure: a model awaiting its first version answers 503 to every
+        # request until it is promoted, and an error line each would bury the real ones.
+        log.debug("request refused", extra={"status": status, "error": type(exc).__name__})
     return answer(status, reason)
 
 

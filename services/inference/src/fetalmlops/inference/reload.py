@@ -7,8 +7,10 @@ for the old version finishes on it, the next one gets the new, and none waits or
 consumer group of its own, from the start of the topic: promotions made while it was down are
 caught up. A promotion is followed when it is newer than the served version, or when it
 replaces exactly the served version (a rollback); older history is skipped, so catching up
-never steps back. A version that does not load is retried, then dead-lettered with the reason,
-while the old version keeps serving.
+never steps back. A replica started before its model had any version (`main.py`) serves the
+first promotion of that model's name it reads, whatever its number, and follows the next ones
+from there. A version that does not load is retried, then dead-lettered with the reason, while
+the old version keeps serving (or the replica keeps waiting).
 
 A promotion ends any rollout (`rollout.py`): the promoted version answers alone. When it is the
 challenger already loaded beside the champion, that model becomes the champion and nothing is
@@ -63,12 +65,23 @@ class Follower:
     def promoted(self, event: models_pb2.ModelPromoted, arms: Arms | None) -> Arms | None:
         """The promoted version as the champion alone; None when the promotion is skipped."""
         decided = decided_ns(event.meta)
-        if arms is None or not follows(event, arms.champion.archive) or decided < arms.decided_ns:
+        if arms is None:
+            return self.first(event, decided)
+        if not follows(event, arms.champion.archive) or decided < arms.decided_ns:
             return None
         champion = arms.holding(event.version)
         if champion is None:
             champion = self.predictor.loaded_version(self.open_version(event.storage_uri))
         return Arms(champion, sequence=arms.sequence, decided_ns=decided)
+
+    def first(self, event: models_pb2.ModelPromoted, decided: int) -> Arms | None:
+        """The first version of the model awaited, alone; None when the predictor awaits none
+        (a version configured but not loaded yet) or the promotion is another model's."""
+        predictor = self.predictor
+        if not predictor.awaiting_first_version or event.model_name != predictor.registry_name:
+            return None
+        champion = predictor.loaded_version(self.open_version(event.storage_uri))
+        return Arms(champion, decided_ns=decided)
 
 
 def follows(event: models_pb2.ModelPromoted, served: Archive) -> bool:

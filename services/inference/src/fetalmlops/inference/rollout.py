@@ -13,7 +13,9 @@ arms they started with and the next ones get the new. A version that does not lo
 then dead-lettered with the reason, while the old arms keep serving; a state that cannot be
 served (a shadow or canary without a challenger, a fraction outside [0, 1]) is dead-lettered at
 once. A state naming no champion (version 0: a model whose first version is still on trial)
-gives this replica nothing to serve instead of what it serves, so it is skipped.
+gives this replica nothing to serve instead of what it serves, so it is skipped. A replica
+awaiting its model's first version (`main.py`) serves the first state of that model naming a
+champion, as it would the first promotion (`reload.py`).
 
 Promotions and rollout states both change the champion. The rule between them:
 
@@ -55,7 +57,7 @@ class RolloutFollower:
         event = read_event(record)
         if not isinstance(event, models_pb2.RolloutChanged):
             raise Rejected(f"expected RolloutChanged, got {type(event).__name__}")
-        if event.model_name != self.predictor.archive.model_name or event.champion_version == 0:
+        if event.model_name != self.predictor.registry_name or event.champion_version == 0:
             ROLLOUTS.labels("skipped").inc()
             return
         mistake = unservable(event)
@@ -83,8 +85,11 @@ class RolloutFollower:
         )
 
     def applied(self, event: models_pb2.RolloutChanged, arms: Arms | None) -> Arms | None:
-        """The arms the state asks for; None when it is skipped (`superseded`)."""
-        if arms is None or superseded(event, arms):
+        """The arms the state asks for; None when it is skipped (`superseded`, or no arms
+        while a configured version is still to load)."""
+        if arms is None and not self.predictor.awaiting_first_version:
+            return None
+        if arms is not None and superseded(event, arms):
             return None
         mode = MODES[event.mode]
         champion = self.version(arms, event.champion_version, event.champion_storage_uri)
@@ -96,9 +101,9 @@ class RolloutFollower:
         fraction = event.canary_fraction if mode is Mode.CANARY else 0.0
         return Arms(champion, challenger, mode, fraction, event.sequence, decided_ns(event.meta))
 
-    def version(self, arms: Arms, number: int, storage_uri: str) -> Loaded:
+    def version(self, arms: Arms | None, number: int, storage_uri: str) -> Loaded:
         """The version held already, or loaded from the store (seconds: this thread waits)."""
-        held = arms.holding(number)
+        held = None if arms is None else arms.holding(number)
         if held is not None:
             return held
         return self.predictor.loaded_version(self.open_version(storage_uri))

@@ -11,10 +11,13 @@ is 404. Here:
 * ``/v2/models/<name>/versions/<version>`` (metadata), ``.../ready`` and ``.../infer`` answer
   for the version served and 404 for any other;
 * ``POST /v2/repository/index`` lists the models, Triton's way (``name``, ``version``,
-  ``state`` READY or UNAVAILABLE, ``reason``), only the ready ones with ``{"ready": true}``;
+  ``state`` READY or UNAVAILABLE, ``reason``), only the ready ones with ``{"ready": true}``; a
+  model awaiting its first promoted version has no version and says so in its reason;
 * ``POST /v2/repository/models/<name>/load`` of a model never registered is 404, not 503.
 
-A 404 never repeats the name or version of the path: both are the client's.
+A model awaiting its first promoted version answers its metadata and version routes 503, as
+KServe's own routes answer for it. A 404 never repeats the name or version of the path: both
+are the client's.
 """
 
 from __future__ import annotations
@@ -70,9 +73,13 @@ async def repository_index(registry: ModelRepository, body: bytes) -> list[dict[
         ready = bool(await registry.is_model_ready(name))
         if options.get("ready") and not ready:
             continue
-        version = model.model_version if isinstance(model, PlanePredictor) else ""
+        version, reason = "", ""
+        if isinstance(model, PlanePredictor) and model.awaiting_first_version:
+            reason = "awaiting its first promoted version"
+        elif isinstance(model, PlanePredictor):
+            version = model.model_version
         state = "READY" if ready else "UNAVAILABLE"
-        index.append({"name": name, "version": version, "state": state, "reason": ""})
+        index.append({"name": name, "version": version, "state": state, "reason": reason})
     return index
 
 

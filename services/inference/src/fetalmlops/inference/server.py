@@ -117,10 +117,20 @@ class BoundModelServer(ModelServer):  # type: ignore[misc]  # kserve ships no ty
 def model_ready(predictors: Sequence[PlanePredictor]) -> ReadinessCheck:
     def check() -> None:
         if not predictors:
-            raise LookupError("no model configured (FETALMLOPS_INFERENCE_MODEL_URI)")
-        unready = [p.name for p in predictors if not p.ready]
-        if unready:
-            raise LookupError(f"not loaded: {', '.join(unready)}")
+            raise LookupError(
+                "no model configured (FETALMLOPS_INFERENCE_MODEL_URI, or "
+                "FETALMLOPS_INFERENCE_MODEL_NAME to await its first promoted version)"
+            )
+        unready = [p for p in predictors if not p.ready]
+        awaiting = [p.name for p in unready if p.awaiting_first_version]
+        loading = [p.name for p in unready if not p.awaiting_first_version]
+        reasons = []
+        if awaiting:
+            reasons.append(f"waiting for its first promoted version: {', '.join(awaiting)}")
+        if loading:
+            reasons.append(f"not loaded: {', '.join(loading)}")
+        if reasons:
+            raise LookupError("; ".join(reasons))
 
     return check
 

@@ -19,7 +19,9 @@ class InferenceSettings(BaseSettings):
         None,
         description="The model version to serve: a directory in KServe's layout "
         "(`/mnt/models`: `model-store/<model>.mar`, `config/config.properties`), a `.mar` file, "
-        "or `s3://fetal-models/<model>/v<N>/`. Unset: the service runs unready, serving no model.",
+        "or `s3://fetal-models/<model>/v<N>/`. Unset: the service runs unready until the first "
+        "promoted version of `model_name` (with `reload_on_promotion`), then serves it; without "
+        "`model_name`, it serves no model.",
     )
     model_name: str | None = Field(
         None, description="Name on the endpoint paths; default: the archive's own model name."

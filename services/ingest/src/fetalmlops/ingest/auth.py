@@ -11,6 +11,7 @@ from fetalmlops.ingest.settings import IngestSettings
 
 IMAGES_WRITE = "images:write"
 LABELS_WRITE = "labels:write"
+FEEDBACK_WRITE = "feedback:write"
 
 
 def require(scope: str, settings: IngestSettings) -> Callable[..., None]:

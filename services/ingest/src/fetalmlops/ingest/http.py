@@ -1,4 +1,5 @@
-"""Ingest's HTTP API: plain REST upload and DICOMweb STOW-RS, behind bearer-token scopes.
+"""Ingest's HTTP API: plain REST upload, DICOMweb STOW-RS, labels and clinicians' feedback,
+behind bearer-token scopes.
 
 Verdicts become status codes through ``statuses``; a message bus that cannot announce an upload
 is a 503 with ``Retry-After`` on every route, as sending the same request again is safe.
@@ -28,7 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from fetalmlops.common.bus import BusUnavailable
 from fetalmlops.common.db import IngestChannel
 from fetalmlops.ingest import stow
-from fetalmlops.ingest.auth import IMAGES_WRITE, LABELS_WRITE, require
+from fetalmlops.ingest.auth import FEEDBACK_WRITE, IMAGES_WRITE, LABELS_WRITE, require
+from fetalmlops.ingest.feedback import FeedbackRequest, publish_feedback
 from fetalmlops.ingest.intake import REFUSED, Intake, Outcome, Provenance
 from fetalmlops.ingest.labels import LabelRequest, publish_label
 from fetalmlops.ingest.statuses import (
@@ -73,6 +75,7 @@ def add_routes(app: FastAPI, intake: Intake) -> None:
     add_error_handlers(app)
     add_upload_route(app, intake, can_write_images)
     add_label_route(app, intake)
+    add_feedback_route(app, intake)
     add_stow_routes(app, intake, can_write_images)
 
 
@@ -147,6 +150,27 @@ def add_label_route(app: FastAPI, intake: Intake) -> None:
             event_id = publish_label(intake.bus, intake.settings, request)
         except ValueError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        return {"event_id": event_id, "status": "accepted"}
+
+
+def add_feedback_route(app: FastAPI, intake: Intake) -> None:
+    """`POST /v1/feedback`: for clinical apps that cannot reach the bus themselves."""
+
+    @app.post(
+        "/v1/feedback",
+        tags=["feedback"],
+        status_code=status.HTTP_202_ACCEPTED,
+        dependencies=[Depends(require(FEEDBACK_WRITE, intake.limits))],
+        responses={
+            503: {"description": "The message bus is unavailable: send it again (Retry-After)"}
+        },
+    )
+    def give_feedback(request: FeedbackRequest) -> dict[str, str]:
+        """A clinician's true plane for a served prediction; published on fetal.feedback.
+
+        Sent again, it is the same correction again: the monitor keeps the latest reading.
+        """
+        event_id = publish_feedback(intake.bus, intake.settings, request)
         return {"event_id": event_id, "status": "accepted"}
 
 

@@ -8,8 +8,10 @@ dataset readers know ("Fetal brain", "Trans-thalamic", ...).
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from fetalmlops.common.bus import Bus, publish_event
 from fetalmlops.common.planes import BrainPlane, Plane, brain_plane_to_proto, plane_to_proto
@@ -20,25 +22,41 @@ from fetalmlops.v1 import labels_pb2
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _plane(value: object) -> Plane:
+    try:
+        return parse_plane(str(value))
+    except ValueError:  # its message quotes the name sent (refusals)
+        raise PydanticCustomError(
+            "unknown_plane", "not a plane: one of {names}, or a dataset's own name for one",
+            {"names": ", ".join(Plane)},
+        ) from None  # fmt: skip
+
+
+def _brain_plane(value: object) -> BrainPlane | None:
+    try:
+        return None if value is None else parse_brain_plane(str(value))
+    except ValueError:
+        raise PydanticCustomError(
+            "unknown_brain_plane",
+            "not a brain sub-plane: one of {names}, or a dataset's own name for one",
+            {"names": ", ".join(BrainPlane)},
+        ) from None
+
+
+# What every route that takes a plane accepts: the canonical name or a dataset's alias.
+PlaneName = Annotated[Plane, BeforeValidator(_plane)]
+BrainPlaneName = Annotated[BrainPlane | None, BeforeValidator(_brain_plane)]
+
+
 class LabelRequest(BaseModel):
     raw_sha256: str | None = Field(None, description="The sha256 ingest returned for the image.")
     image_id: str | None = Field(None, description="The catalog id of an anonymised image.")
-    plane: Plane
-    brain_plane: BrainPlane | None = None
+    plane: PlaneName
+    brain_plane: BrainPlaneName = None
     annotator: str = Field(
         ..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
         description="A pseudonymous annotator id (never a clinician's name).",
     )  # fmt: skip
-
-    @field_validator("plane", mode="before")
-    @classmethod
-    def _plane(cls, value: object) -> Plane:
-        return parse_plane(str(value))
-
-    @field_validator("brain_plane", mode="before")
-    @classmethod
-    def _brain_plane(cls, value: object) -> BrainPlane | None:
-        return None if value is None else parse_brain_plane(str(value))
 
     @field_validator("raw_sha256")
     @classmethod

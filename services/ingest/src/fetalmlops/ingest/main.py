@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from fetalmlops.common.bus import Consumer, retry_policy
-from fetalmlops.common.clients import connect
+from fetalmlops.common.clients import Clients, connect
 from fetalmlops.common.service import Server, Service, create_app, run
 from fetalmlops.common.settings import Settings
 from fetalmlops.ingest import studies
@@ -17,9 +17,12 @@ from fetalmlops.ingest.settings import IngestSettings
 SERVICE_NAME = "ingest"
 
 
-def build(settings: Settings, limits: IngestSettings | None = None) -> Service:
+def build(
+    settings: Settings, limits: IngestSettings | None = None, clients: Clients | None = None
+) -> Service:
+    """The service on ``clients`` (default: those ``settings`` configure)."""
     limits = limits or IngestSettings()
-    clients = connect(settings)
+    clients = clients or connect(settings)
     intake = Intake(settings, limits, clients.store, clients.bus, clients.engine)
     app = create_app("FetalMLOps ingest", clients.readiness([settings.buckets.raw]))
     add_routes(app, intake)

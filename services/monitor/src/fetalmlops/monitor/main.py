@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fetalmlops.changecontrol.plan import PlanError, load_plan
+from fetalmlops.changecontrol.plan import PlanError, PlanFile
 from fetalmlops.common.bearer import is_loopback
 from fetalmlops.common.bus import Consumer, retry_policy
 from fetalmlops.common.bus.consume import BatchHandler, Handler
-from fetalmlops.common.clients import connect
+from fetalmlops.common.clients import Clients, connect
 from fetalmlops.common.service import Service, create_app, run
 from fetalmlops.common.settings import Settings
 from fetalmlops.monitor.api import add_routes
@@ -15,11 +15,14 @@ from fetalmlops.monitor.settings import SERVICE_NAME, MonitorSettings
 from fetalmlops.monitor.stream import Monitor
 
 
-def build(settings: Settings, own: MonitorSettings | None = None) -> Service:
+def build(
+    settings: Settings, own: MonitorSettings | None = None, clients: Clients | None = None
+) -> Service:
+    """The service on ``clients`` (default: those ``settings`` configure)."""
     own = own or MonitorSettings()
-    clients = connect(settings)
+    clients = clients or connect(settings)
     try:
-        plan = None if own.plan is None else load_plan(own.plan)
+        plan = None if own.plan is None else PlanFile.at(own.plan)
     except PlanError as exc:
         raise SystemExit(str(exc)) from None
     monitor = Monitor(

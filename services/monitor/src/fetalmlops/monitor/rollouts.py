@@ -17,14 +17,14 @@ arms are scored on the very same images.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fetalmlops.changecontrol.plan import ChangeControlPlan, plan_digest
+from fetalmlops.changecontrol.plan import ChangeControlPlan, PlanError, PlanFile, plan_digest
 from fetalmlops.common import model_version
 from fetalmlops.common.bus import publish_event
 from fetalmlops.common.clients import Clients
@@ -73,18 +73,35 @@ class ApprovalRefused(Exception):
 @dataclass
 class Rollouts:
     settings: Settings
-    plan: ChangeControlPlan
+    plans: PlanFile  # read when first needed: the platform may start before it is written
     clients: Clients
-    digest: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.digest = plan_digest(self.plan)
+    @property
+    def plan(self) -> ChangeControlPlan:
+        """The plan in force; PlanError while its file is missing or not valid."""
+        return self.plans.load()
+
+    @property
+    def digest(self) -> str:
+        return plan_digest(self.plan)
+
+    def governed(self) -> str | None:
+        """The model the plan governs; None (and a warning) while there is no plan to read:
+        then no rollout has started in this process, and predictions are not held up."""
+        if not self.plans.written:
+            return None
+        try:
+            return self.plan.model
+        except PlanError as exc:
+            log.warning("no change-control plan to review rollouts by", extra={"reason": str(exc)})
+            return None
 
     # --- a challenger arrives ----------------------------------------------------------------
 
     def on_trained(self, event: models_pb2.ModelTrained) -> None:
         """Start the rollout of a version that passed the plan's gate (once: a replay finds
-        it). A challenger still in rollout is superseded by the newer one."""
+        it). A challenger still in rollout is superseded by the newer one. Without a plan to
+        read, PlanError: the event is retried, then dead-lettered with the reason."""
         if event.model_name != self.plan.model or not event.gate.passed:
             return
         with session_scope(self.clients.engine) as session:
@@ -118,10 +135,13 @@ class Rollouts:
 
     # --- evidence arrives --------------------------------------------------------------------
 
-    def review(self, model_name: str, now: datetime | None = None) -> None:
-        """Apply `release.next_step` to the model's active rollout, if it has one."""
-        if model_name != self.plan.model:
+    def review(self, model_name: str | None = None, now: datetime | None = None) -> None:
+        """Apply `release.next_step` to the active rollout of ``model_name`` (default: the
+        plan's model), if it has one."""
+        governed = self.governed()
+        if governed is None or model_name not in (None, governed):
             return
+        model_name = governed
         with session_scope(self.clients.engine) as session:
             rollout = active(session, model_name)
             if rollout is not None:

@@ -141,7 +141,7 @@ class Monitor:
     def review_rollouts(self) -> None:
         if self.rollouts is not None:
             self.reviewed_at = time.monotonic()
-            self.rollouts.review(self.rollouts.plan.model)
+            self.rollouts.review()
 
     def watched(self, session: Session, stream: Stream) -> Watched | None:
         """The stream's reference and alarm rule (None: its version has none), made once per

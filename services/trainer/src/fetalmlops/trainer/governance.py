@@ -1,10 +1,11 @@
 """The change-control plan the trainer works under (`FETALMLOPS_TRAINER_PLAN`, `--plan`).
 
-The plan is read once, when the service or the command starts, and must govern the model the
-trainer trains: a plan for another model is a configuration error, not something to discover
-at the first run. Its sequestered test set is loaded for each run and checked against the
-plan's content hash, so a run is never judged on (nor kept away from) a set other than the
-one agreed; a mismatch refuses the run with the two hashes.
+The plan is read once, when the command starts or the service first needs it (the service
+checks it at start when its file is already written), and must govern the model the trainer
+trains: a plan for another model is a configuration error. Its sequestered test set is loaded
+for each run and checked against the plan's content hash, so a run is never judged on (nor
+kept away from) a set other than the one agreed; a mismatch refuses the run with the two
+hashes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fetalmlops.changecontrol.plan import ChangeControlPlan, load_plan, plan_digest
+from fetalmlops.changecontrol.plan import ChangeControlPlan, PlanFile, load_plan, plan_digest
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.store import ObjectStore
 from fetalmlops.trainer import catalog
@@ -31,10 +32,23 @@ class SequesteredMismatch(ValueError):
 def governing_plan(path: Path, model_name: str) -> ChangeControlPlan:
     """The plan at ``path``, which must govern ``model_name``; PlanError when it cannot be read
     or is not valid, PlanForAnotherModel when it governs another model."""
-    plan = load_plan(path)
+    return governs(load_plan(path), model_name, str(path))
+
+
+def plan_file(path: Path, model_name: str) -> PlanFile:
+    """The service's plan: checked now when its file is written (PlanError,
+    PlanForAnotherModel), else read when first needed."""
+    plans = PlanFile.at(path)
+    if plans.written:
+        governs(plans.load(), model_name, str(path))
+    return plans
+
+
+def governs(plan: ChangeControlPlan, model_name: str, source: str) -> ChangeControlPlan:
+    """``plan`` when it governs ``model_name``; PlanForAnotherModel otherwise."""
     if plan.model != model_name:
         raise PlanForAnotherModel(
-            f"{path} governs the model {plan.model!r}, but this trainer trains {model_name!r} "
+            f"{source} governs the model {plan.model!r}, but this trainer trains {model_name!r} "
             "(FETALMLOPS_TRAINER_MODEL_NAME): give it the plan of its own model"
         )
     return plan

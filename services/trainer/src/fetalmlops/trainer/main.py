@@ -1,44 +1,49 @@
-"""The trainer service's shell: settings → clients → the training-requests consumer, health.
+"""The trainer service's shell: settings → clients → the training-requests consumer, its HTTP
+door (`api`) and health.
 
 In the cluster a training run is a Kubernetes Job (`fetalmlops train …`, see deploy/helm); the
-service consumes `fetal.training.requested` (the CLI, a schedule, or the monitor's drift alarm)
+service consumes `fetal.training.requested` (the CLI, a schedule, the monitor's drift alarm, or
+a client of `POST /v1/training-requests`, which needs FETALMLOPS_TRAINER_TOKENS to listen
+beyond loopback)
 and runs each request itself, one at a time, committing only once the version is registered
 (and, under a change-control plan, judged), so a request survives a crash and a replay finds
 its version instead of training twice. The registry follows the rollouts' states
 (`fetal.models.rollout`, `stages.Registrar`) in a consumer of its own.
 
-A plan (`FETALMLOPS_TRAINER_PLAN`) is read when the service starts, and one that cannot be read
-or governs another model stops it there. A request the plan cannot govern — its sequestered set
-missing or not the one the plan's hash fixes, another model, a named snapshot that breaks the
-data rules — is `Rejected` with the reason, and so dead-lettered.
+A plan (`FETALMLOPS_TRAINER_PLAN`) already written when the service starts is read then, and
+one that cannot be read or governs another model stops it there; one written later (a platform
+started before its sequestered set existed) is read at the first request (`PlanFile`). A
+request the plan cannot govern — the plan missing or invalid, its sequestered set missing or not
+the one the plan's hash fixes, another model, a named snapshot that breaks the data rules — is
+`Rejected` with the reason, and so dead-lettered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fetalmlops.changecontrol.plan import ChangeControlPlan, PlanError
+from fetalmlops.changecontrol.plan import PlanError, PlanFile
+from fetalmlops.common.bearer import is_loopback
 from fetalmlops.common.bus import Consumer, Record, Rejected, read_event, retry_policy
-from fetalmlops.common.clients import connect
+from fetalmlops.common.clients import Clients, connect
 from fetalmlops.common.db import session_scope
 from fetalmlops.common.service import Service, create_app, run
 from fetalmlops.common.settings import Settings
 from fetalmlops.trainer import catalog, registry
-from fetalmlops.trainer.governance import Governance, govern, governing_plan
+from fetalmlops.trainer.api import add_routes
+from fetalmlops.trainer.governance import Governance, govern, governs, plan_file
 from fetalmlops.trainer.platform import Platform, run_on_platform
 from fetalmlops.trainer.requests import config_of, manifest_for, request_for
-from fetalmlops.trainer.settings import TrainerSettings
+from fetalmlops.trainer.settings import SERVICE_NAME, TrainerSettings
 from fetalmlops.trainer.stages import Registrar
 from fetalmlops.v1 import training_pb2
-
-SERVICE_NAME = "trainer"
 
 
 @dataclass
 class Trainer:
     platform: Platform
     own: TrainerSettings
-    plan: ChangeControlPlan | None = None
+    plan: PlanFile | None = None
 
     def handle(self, record: Record) -> None:
         event = read_event(record)
@@ -78,29 +83,42 @@ class Trainer:
         request cannot be governed by it."""
         if self.plan is None:
             return None
-        if event.model_name and event.model_name != self.plan.model:
+        try:
+            plan = governs(self.plan.load(), self.own.model_name, "FETALMLOPS_TRAINER_PLAN")
+        except (PlanError, ValueError) as exc:
+            raise Rejected(f"no change-control plan to train under: {exc}") from None
+        if event.model_name and event.model_name != plan.model:
             raise Rejected(
-                f"the trainer works under the change-control plan of {self.plan.model!r}: "
+                f"the trainer works under the change-control plan of {plan.model!r}: "
                 f"it does not train {event.model_name!r}"
             )
         try:
-            return govern(self.plan, self.platform.store, self.platform.settings)
+            return govern(plan, self.platform.store, self.platform.settings)
         except (LookupError, ValueError) as exc:
             raise Rejected(str(exc)) from None
 
 
-def build(settings: Settings, own: TrainerSettings | None = None) -> Service:
+def build(
+    settings: Settings, own: TrainerSettings | None = None, clients: Clients | None = None
+) -> Service:
+    """The service on ``clients`` (default: those ``settings`` configure)."""
     own = own or TrainerSettings()
     try:
-        plan = governing_plan(own.plan, own.model_name) if own.plan else None
+        plan = None if own.plan is None else plan_file(own.plan, own.model_name)
     except PlanError as exc:
         raise SystemExit(f"FETALMLOPS_TRAINER_PLAN: {exc}") from None
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    clients = connect(settings)
+    if not own.tokens and not is_loopback(settings.http_host):
+        raise SystemExit(
+            "the trainer's training requests need FETALMLOPS_TRAINER_TOKENS to listen beyond "
+            "loopback"
+        )
+    clients = clients or connect(settings)
     buckets = settings.buckets
     readiness = clients.readiness([buckets.anonymized, buckets.datasets, buckets.models])
     app = create_app("FetalMLOps trainer", readiness)
+    add_routes(app, clients.bus, settings, own)
     platform = Platform.of(settings, clients)
     trainer = Trainer(platform, own, plan)
     topics, retry = settings.topics, retry_policy(settings)

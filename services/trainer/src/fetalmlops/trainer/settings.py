@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fetalmlops.trainer.registry import Gate
 
+SERVICE_NAME = "trainer"
+
 
 class TrainerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FETALMLOPS_TRAINER_", extra="ignore", frozen=True)
@@ -34,6 +36,12 @@ class TrainerSettings(BaseSettings):
         description="The model's change-control plan (YAML, see deploy/change-control): the "
         "sequestered test set, the data rules and the champion/challenger gate replace the "
         "promotion floors above. Unset: no plan governs the model.",
+    )
+    tokens: dict[str, list[str]] = Field(
+        {},
+        repr=False,
+        description='Bearer tokens and their scopes (JSON), e.g. `{"s3cret": ["training:write"]}`. '
+        "With none, `POST /v1/training-requests` answers on a loopback address only.",
     )
 
     def gate(self) -> Gate:

@@ -14,6 +14,7 @@ import logging
 import sys
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -78,8 +79,12 @@ class PlainFormatter(logging.Formatter):
         return without_messages(ei)
 
 
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(settings: Settings, path: Path | None = None) -> None:
+    """Logs of this process to stderr, or appended to ``path`` (`fetalmlops up`, whose
+    terminal shows its services' table instead)."""
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path)
+    )
     if settings.log_json:
         handler.setFormatter(JsonFormatter(settings.service_name))
     else:
