@@ -605,7 +605,7 @@ def summary_table(report: dict[str, Any]) -> str:
     )
     table.add_row(
         "PHI",
-        f"{phi['in_raw_zone']}/{phi['planted']} planted values in the raw zone, "
+        f"{phi['in_raw_zone']}/{phi['written']} planted header values in the raw zone, "
         f"{elsewhere} elsewhere",
     )
     table.add_row(

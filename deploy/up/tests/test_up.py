@@ -17,8 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fetalmlops.common.db import ModelStage, ModelVersion, session_scope
+from fetalmlops.common.settings import Settings
 from fetalmlops.up.endpoints import rows, table
-from fetalmlops.up.layout import SERVICES, Layout, Ports, load_or_make_secrets
+from fetalmlops.up.layout import SERVICES, Layout, Ports, embedded_values, load_or_make_secrets
+from fetalmlops.up.services import prepared, production
 
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
 
@@ -100,3 +103,24 @@ def test_up_serves_every_service_and_ctrl_c_leaves_no_process_or_port(tmp_path: 
     assert "stopped: every service" in output
     assert all(bindable(port) for port in [*range(http, http + 5), scp])
     assert not Layout(data).endpoints.exists()
+
+
+def test_a_restart_on_the_embedded_bus_serves_the_registrys_production_version(
+    tmp_path: Path,
+) -> None:
+    """The embedded bus keeps no promotion across restarts: the registry is read instead."""
+    engine = prepared(Settings(**embedded_values(Layout(tmp_path)))).engine
+    assert production(engine, "planes") is None
+    with session_scope(engine) as session:
+        for version, stage in [(1, ModelStage.ARCHIVED), (2, ModelStage.PRODUCTION)]:
+            session.add(
+                ModelVersion(
+                    model_name="planes", version=version, stage=stage,
+                    storage_uri=f"s3://fetal-models/planes/v{version}/",
+                )
+            )  # fmt: skip
+        session.add(
+            ModelVersion(model_name="other", version=7, stage=ModelStage.PRODUCTION,
+                         storage_uri="s3://fetal-models/other/v7/")
+        )  # fmt: skip
+    assert production(engine, "planes") == "s3://fetal-models/planes/v2/"

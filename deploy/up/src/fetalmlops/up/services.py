@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
+from sqlalchemy import Engine, select
 
 from fetalmlops.anonymizer import main as anonymizer
 from fetalmlops.anonymizer.settings import AnonymizerSettings
 from fetalmlops.common.clients import Clients, connect
-from fetalmlops.common.db import upgrade
+from fetalmlops.common.db import ModelStage, ModelVersion, session_scope, upgrade
 from fetalmlops.common.service import Service
 from fetalmlops.common.settings import Settings
 from fetalmlops.inference import main as inference
@@ -102,6 +103,8 @@ def build(choices: Choices) -> Platform:
     }
     ae_title = IngestSettings().scp_ae_title
     own = InferenceSettings(
+        # The embedded bus keeps no topic across restarts: what was promoted is read back.
+        model_uri=None if shared is None else production(shared.engine, choices.model),
         model_name=choices.model,
         reload_on_promotion=True,
         follow_rollouts=True,
@@ -121,3 +124,13 @@ def prepared(settings: Settings) -> Clients:
     clients = connect(settings)
     clients.store.ensure_buckets(settings.buckets.all())
     return clients
+
+
+def production(engine: Engine, model: str) -> str | None:
+    """Where the registry's production version of ``model`` is, if it has one."""
+    with session_scope(engine) as session:
+        return session.scalar(
+            select(ModelVersion.storage_uri).where(
+                ModelVersion.model_name == model, ModelVersion.stage == ModelStage.PRODUCTION
+            )
+        )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from fetalmlops.common.service import Server, Service, consume_or_stop
+from fetalmlops.common.service import Server, consume_or_stop, http_server
 from fetalmlops.inference import main as inference
 from fetalmlops.inference.server import serve
 from fetalmlops.up.services import Platform
@@ -65,19 +65,6 @@ def run(platform: Platform, started: Callable[[threading.Event], None]) -> None:
     finally:
         stop.set()
         close_buses(platform)
-
-
-def http_server(service: Service) -> uvicorn.Server:
-    settings = service.settings
-    return uvicorn.Server(
-        uvicorn.Config(
-            service.app,
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,  # it logs the raw request line; AccessLog logs the route
-        )
-    )
 
 
 def stop_services(

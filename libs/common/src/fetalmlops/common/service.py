@@ -139,15 +139,7 @@ def run(service: Service) -> None:
         thread.start()
     for listener in service.servers:
         listener.start()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            service.app,
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,  # it logs the raw request line; AccessLog logs the route
-        )
-    )
+    server = http_server(service)
     log.info("service starting", extra={"port": settings.http_port})
     try:
         server.run()
@@ -162,6 +154,20 @@ def run(service: Service) -> None:
         log.info("service stopped")
         if isinstance(provider, TracerProvider):
             provider.shutdown()  # flushes the spans still batched for export
+
+
+def http_server(service: Service) -> uvicorn.Server:
+    """The service's app under uvicorn, where its settings say."""
+    settings = service.settings
+    return uvicorn.Server(
+        uvicorn.Config(
+            service.app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,  # it logs the raw request line; AccessLog logs the route
+        )
+    )
 
 
 def consume_or_stop(bus: Bus, consumer: Consumer, stop: threading.Event) -> None:
