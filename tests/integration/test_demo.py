@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fetalmlops.common.settings import Settings
 from fetalmlops.stack.stack import scratch_database
@@ -68,7 +70,8 @@ def run_demo(work: Path, *options: str) -> Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    return run_demo(tmp_path_factory.mktemp("demo"))
+    work = tmp_path_factory.mktemp("demo")
+    return run_demo(work, "--screenshot", str(work / "dashboard.png"))
 
 
 def test_every_pushed_study_is_stored_and_its_phi_stays_in_the_raw_zone(
@@ -141,3 +144,11 @@ def test_the_same_story_runs_on_the_real_stack(
     assert recovery["v2"]["macro_f1"] > recovery["v1"]["macro_f1"] + 0.1, recovery
     assert report["failures"] == []
     assert all(bindable(port) for port in ports)
+
+
+def test_the_dashboard_is_drawn_from_the_demos_own_run(demo: Demo) -> None:
+    """What `make screenshot` puts in the README: Chromium's picture of the live dashboard."""
+    report, output, _ = demo
+    assert "the dashboard as Chromium draws it" in output
+    pixels = np.asarray(Image.open(report["screenshot"]).convert("L"))
+    assert pixels.shape == (2200, 1400) and pixels.std() > 10  # drawn, not a blank page

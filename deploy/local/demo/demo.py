@@ -155,6 +155,7 @@ def main() -> int:
         say(f"the whole story in {report['seconds']:.0f} s; dashboard: {platform.dashboard}")
         if args.screenshot:
             screenshot(platform.dashboard, args.screenshot)
+            report["screenshot"] = str(args.screenshot)
             say(f"the dashboard as Chromium draws it: {args.screenshot}")
         if args.report:
             args.report.write_text(json.dumps(report, indent=2, default=str))

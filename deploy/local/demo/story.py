@@ -8,6 +8,7 @@ each answer's plane over ingest's ``POST /v1/feedback``, keeping every answer it
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -494,7 +495,7 @@ class Clinic:
     def send(self, study: Study, client: httpx.Client) -> None:
         """One study to ``:predict``; the clinician's plane back over ``POST /v1/feedback``."""
         platform = self.platform
-        body = {"instances": [{"b64": _b64(study.dicom)}]}
+        body = {"instances": [{"b64": base64.b64encode(study.dicom).decode()}]}
         try:
             response = client.post(platform.endpoints["predict"], json=body, timeout=60)
         except httpx.HTTPError as exc:
@@ -570,12 +571,6 @@ class Clinic:
                 "arms": dict(Counter(a.arm for a in mine)),
             }
         return figures
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
 
 
 def screenshot(url: str, out: Path) -> None:

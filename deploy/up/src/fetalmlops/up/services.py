@@ -3,12 +3,12 @@
 On the embedded stand-ins the services share one set of clients — one in-process bus (the only
 way its topics reach every service), one SQLite database and one directory store — which are
 prepared first (migrations, buckets). On the real local stack each service connects on its
-own, with its own credentials, exactly as it does in the cluster.
+own, with its own credentials, exactly as it does in the cluster, to the stack's database or
+another of its PostgreSQL's (migrated first).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,6 @@ from fetalmlops.up.layout import (
     embedded_values,
     service_settings,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
