@@ -162,6 +162,7 @@ def main() -> int:
         if not args.exit:
             say("the platform keeps serving; Ctrl-C stops it")
             platform.wait_for_ctrl_c()
+    say("fetalmlops up stopped: no service, no port left")
     return 0
 
 
