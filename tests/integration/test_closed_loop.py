@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import json
 import os
 import re
@@ -164,8 +165,14 @@ class Site:
     def model(self) -> str:
         return f"planes-loop-{self.tag}"
 
-    def engine(self) -> sa.Engine:
+    @functools.cached_property
+    def _engine(self) -> sa.Engine:
         return create_engine_for(self.owner.database_url)
+
+    def engine(self) -> sa.Engine:
+        """One pool for the whole run: an engine per look would leave its connections open
+        until collected, and PostgreSQL's slots run out."""
+        return self._engine
 
     def versions(self) -> dict[int, ModelVersion]:
         with session_scope(self.engine()) as session:

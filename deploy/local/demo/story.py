@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import re
@@ -201,8 +202,13 @@ class Platform:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def engine(self) -> sa.Engine:
+    @functools.cached_property
+    def _engine(self) -> sa.Engine:
         return create_engine_for(self.settings.database_url)
+
+    def engine(self) -> sa.Engine:
+        """One pool for the whole story (an engine per look would hold connections open)."""
+        return self._engine
 
     def count(self, table: type[Image] | type[Label]) -> int:
         with session_scope(self.engine()) as session:
