@@ -69,7 +69,11 @@ class ServiceProcess:
             assert process.poll() is None, self.log.read_text()[-3000:]
             return answers(f"{self.url}{probe}")
 
-        wait_for(ready, timeout_s, f"{self.service} ready")
+        try:
+            wait_for(ready, timeout_s, f"{self.service} ready")
+        except BaseException:
+            self.stop(timeout_s=5)  # a start that failed leaves no process behind
+            raise
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int | None:
         if self.process is None:

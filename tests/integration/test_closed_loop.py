@@ -525,8 +525,8 @@ def restarted(site: Site, service: str, plan_file: Path, **env: str) -> None:
         site.env(service) | {variable[service]: str(plan_file)} | env,
         site.work / f"{service}.log",
     )
+    setattr(site, service, process)  # stopped at the end even if its start fails
     process.start(timeout_s=120)
-    setattr(site, service, process)
 
 
 def retrain(site: Site, seed: int) -> None:
