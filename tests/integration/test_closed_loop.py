@@ -332,7 +332,8 @@ def site(
             try:
                 yield site
             finally:
-                for service in (monitor, trainer, anonymizer):
+                # The site's, not the first ones: tests restart them under other plans.
+                for service in (site.monitor, site.trainer, anonymizer):
                     service.stop()
 
 
