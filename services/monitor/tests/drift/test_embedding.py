@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy.spatial import distance
 
 from fetalmlops.monitor.drift.base import Outcome, Reference, Window
 from fetalmlops.monitor.drift.embedding import ALPHA, PERMUTATIONS, classifier_auc, mmd
@@ -86,3 +87,25 @@ def test_one_study_is_undecided(detector: Detector) -> None:
     outcome = detector(reference(rng, 100), now)
     assert not outcome.drifted
     assert "undecided" in outcome.detail
+
+
+def test_mmd_is_the_study_weighted_statistic_of_its_definition() -> None:
+    """The reference's kernel is summed once per reference and permutations gather study sums:
+    the observed statistic must still be MMD² of the definition, written out here directly."""
+    rng = np.random.default_rng(4)
+    before = reference(rng, 90)
+    now = window(rng, 24, frames=3, shift=Shift(embedding=0.4))
+    bandwidth = float(np.median(distance.pdist(before.embeddings)))
+    kernel = np.exp(-distance.cdist(
+        np.concatenate([before.embeddings, now.embeddings]),
+        np.concatenate([before.embeddings, now.embeddings]),
+        "sqeuclidean",
+    ) / (2 * bandwidth**2))  # fmt: skip
+    _, studies, frames = np.unique(now.blocks, return_inverse=True, return_counts=True)
+    signed = np.concatenate([
+        np.full(len(before.embeddings), 1 / len(before.embeddings)),
+        -1 / (frames[studies] * len(frames)),
+    ])  # fmt: skip
+    outcome = mmd(before, now)
+    assert outcome.detail["bandwidth"] == pytest.approx(bandwidth)
+    assert outcome.statistic == pytest.approx(signed @ kernel @ signed, rel=1e-9)

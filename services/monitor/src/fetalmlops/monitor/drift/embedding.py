@@ -17,6 +17,8 @@ with the upper tail of the null, so identical samples (MMD² = 0) get p = 1, not
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -49,18 +51,20 @@ def mmd(
     seed: int = 0,
 ) -> Outcome:
     check(reference, window)
-    x, y = reference.embeddings, window.embeddings
-    rows = np.concatenate([x, y])
-    codes, weights, g_ref, g_win = _pooled_blocks(reference.blocks, window.blocks)
+    side = _kernel_side(reference)
+    win_codes, win_weights = block_weights(window.blocks)
+    g_ref, g_win = side.studies, int(win_codes.max()) + 1
     if min(g_ref, g_win) < MIN_STUDIES:
         return undecided("mmd", alpha, f"needs {MIN_STUDIES} studies on each side")
-    squared = _squared_distances(rows, rows)
-    bandwidth = _median_distance(squared, len(x))
-    kernel = np.exp(-squared / (2.0 * bandwidth**2))
-    between = _study_sums(kernel, codes, weights)
-    assignments = _assignments(g_ref, g_win, permutations, np.random.default_rng(seed))
-    within = ((assignments @ between) * assignments).sum(axis=1)
-    cross = assignments @ between.sum(axis=1)
+    x, y = reference.embeddings, window.embeddings
+    scale = 2.0 * side.bandwidth**2
+    win_members = _members(win_codes, win_weights)
+    across = side.members @ (win_members @ np.exp(-_squared_distances(y, x) / scale)).T
+    among = _study_sums(np.exp(-_squared_distances(y, y) / scale), win_members)
+    between = np.block([[side.sums, across], [across.T, among]])
+    chosen = _window_studies(g_ref, g_win, permutations, np.random.default_rng(seed))
+    within = between[chosen[:, :, None], chosen[:, None, :]].sum(axis=(1, 2))
+    cross = between.sum(axis=1)[chosen].sum(axis=1)
     total = between.sum()
     # Each study weighs 1, so a sample's weight is its number of studies.
     mmd_squared = (
@@ -68,7 +72,7 @@ def mmd(
         + (total - 2 * cross + within) / g_ref**2
         - 2 * (cross - within) / (g_ref * g_win)
     )
-    return _permutation_outcome("mmd", mmd_squared, alpha, bandwidth=bandwidth)
+    return _permutation_outcome("mmd", mmd_squared, alpha, bandwidth=side.bandwidth)
 
 
 def classifier_auc(
@@ -81,16 +85,18 @@ def classifier_auc(
 ) -> Outcome:
     """Diagonal linear discriminant on per-study mean embeddings, scored out of fold."""
     check(reference, window)
-    x = _study_means(reference.embeddings, reference.blocks)
+    x = _reference_study_means(reference)
     y = _study_means(window.embeddings, window.blocks)
     folds = min(folds, len(x), len(y))
     if folds < MIN_STUDIES:
         return undecided("classifier", alpha, f"needs {MIN_STUDIES} studies on each side")
     rows = np.concatenate([x, y])
     rng = np.random.default_rng(seed)
-    labels = _assignments(len(x), len(y), permutations, rng)
+    chosen = _window_studies(len(x), len(y), permutations, rng)
     fold = rng.permutation(len(rows)) % folds
-    auc = _auc(_out_of_fold_scores(rows, labels, fold, folds), labels)
+    labels = np.zeros((len(chosen), len(rows)))
+    np.put_along_axis(labels, chosen, 1.0, axis=1)
+    auc = _auc(_out_of_fold_scores(rows, chosen, fold, folds), labels)
     return _permutation_outcome("classifier", auc, alpha, folds=folds)
 
 
@@ -108,16 +114,19 @@ def _auc(scores: Floats, labels: Floats) -> Floats:
     return np.asarray((rank_sums - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def _out_of_fold_scores(rows: Floats, labels: Floats, fold: NDArray[np.intp], folds: int) -> Floats:
+def _out_of_fold_scores(
+    rows: Floats, chosen: NDArray[np.intp], fold: NDArray[np.intp], folds: int
+) -> Floats:
     """(p, n) scores of every row by the discriminant fitted without its fold, for each of
-    the p label vectors. All folds at once: a fold's training sums are the totals less its
-    own, which keeps this to two large matrix products however many folds."""
+    the p labellings (``chosen``: the rows labelled 1 in each). All folds at once: a fold's
+    training sums are the totals less its own, so each labelling costs a sum over its chosen
+    rows and one matrix product."""
     n, dim = rows.shape
     member = np.eye(folds)[fold]  # (n, folds)
     spread = (member[:, :, None] * rows[:, None, :]).reshape(n, folds * dim)
-    in_fold = (labels @ spread).reshape(-1, folds, dim)  # each fold's sums over label 1
+    in_fold = spread[chosen].sum(axis=1).reshape(-1, folds, dim)  # each fold's sums over label 1
     sum1 = in_fold.sum(axis=1, keepdims=True) - in_fold
-    n1 = labels.sum(axis=1)[:, None] - labels @ member  # (p, folds)
+    n1 = chosen.shape[1] - member[chosen].sum(axis=1)  # (p, folds)
     count = n - member.sum(axis=0)  # training rows per fold
     total = rows.sum(axis=0) - member.T @ rows  # (folds, dim), the same for every p
     squares = (rows**2).sum(axis=0) - member.T @ rows**2
@@ -141,28 +150,52 @@ def _permutation_outcome(test: str, values: Floats, alpha: float, **detail: Any)
     return decided(test, float(observed), p, alpha, permutations=len(null), **detail)
 
 
-def _assignments(g_ref: int, g_win: int, permutations: int, rng: np.random.Generator) -> Floats:
-    """(1 + permutations, g_ref + g_win) window indicators: the observed split, then random
-    ones with the same number of window studies."""
+def _window_studies(
+    g_ref: int, g_win: int, permutations: int, rng: np.random.Generator
+) -> NDArray[np.intp]:
+    """(1 + permutations, g_win) indices of the studies on the window's side among the pooled
+    g_ref + g_win (the reference's first): the observed split, then random ones."""
     keys = rng.random((permutations, g_ref + g_win))
-    cut = np.partition(keys, g_win - 1, axis=1)[:, g_win - 1 : g_win]
-    observed = np.r_[np.zeros(g_ref), np.ones(g_win)]
-    return np.vstack([observed, (keys <= cut).astype(np.float64)])
+    shuffled = np.argpartition(keys, g_win - 1, axis=1)[:, :g_win]
+    return np.vstack([np.arange(g_ref, g_ref + g_win), shuffled])
 
 
-def _pooled_blocks(
-    ref_blocks: NDArray[Any], win_blocks: NDArray[Any]
-) -> tuple[NDArray[np.intp], Floats, int, int]:
-    ref_codes, ref_weights = block_weights(ref_blocks)
-    win_codes, win_weights = block_weights(win_blocks)
-    g_ref, g_win = int(ref_codes.max()) + 1, int(win_codes.max()) + 1
-    codes = np.concatenate([ref_codes, win_codes + g_ref])
-    return codes, np.concatenate([ref_weights, win_weights]), g_ref, g_win
+@dataclass(frozen=True)
+class _KernelSide:
+    """What a reference brings to every window's MMD, computed once per reference."""
+
+    bandwidth: float
+    members: sparse.csr_array  # (studies, rows): each row's weight in its study
+    sums: Floats  # (studies, studies): the study sums of the reference's own kernel
+
+    @property
+    def studies(self) -> int:
+        return int(self.members.shape[0])
 
 
-def _study_sums(kernel: Floats, codes: NDArray[np.intp], weights: Floats) -> Floats:
+@lru_cache(maxsize=32)
+def _kernel_side(reference: Reference) -> _KernelSide:
+    x = reference.embeddings
+    squared = _squared_distances(x, x)
+    bandwidth = _median_distance(squared, len(x))
+    members = _members(*block_weights(reference.blocks))
+    return _KernelSide(
+        bandwidth, members, _study_sums(np.exp(-squared / (2.0 * bandwidth**2)), members)
+    )
+
+
+@lru_cache(maxsize=32)
+def _reference_study_means(reference: Reference) -> Floats:
+    return _study_means(reference.embeddings, reference.blocks)
+
+
+def _members(codes: NDArray[np.intp], weights: Floats) -> sparse.csr_array:
+    """(studies, rows): M[a, i] = w_i when row i belongs to study a."""
+    return sparse.csr_array((weights, (codes, np.arange(len(codes)))))
+
+
+def _study_sums(kernel: Floats, members: sparse.csr_array) -> Floats:
     """S[a, b] = Σ w_i w_j k(x_i, x_j) over the rows i of study a and j of study b."""
-    members = sparse.csr_array((weights, (codes, np.arange(len(codes)))))
     return np.asarray(members @ (members @ kernel).T, dtype=np.float64)
 
 
