@@ -9,7 +9,7 @@ UV := python3 -m uv
 VENV_BIN := .venv/bin
 FETALMLOPS := $(VENV_BIN)/fetalmlops
 
-.PHONY: help setup system-packages stack-up stack-down stack-status test test-unit lint format proto demo up screenshot bench clean
+.PHONY: help setup system-packages stack-up stack-down stack-status test test-unit test-cluster lint format proto demo up screenshot bench clean images cluster-up cluster-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -32,11 +32,14 @@ stack-down: ## Stop the local stack; no process or port is left behind
 stack-status: ## Show each stack component, its ports and its log file
 	$(FETALMLOPS) stack status
 
-test: system-packages stack-up ## Every test: unit tests and integration tests against the real stack
-	$(VENV_BIN)/pytest
+test: system-packages stack-up ## Unit tests and integration tests against the real stack (not the cluster's)
+	$(VENV_BIN)/pytest -m "not cluster and not images"
 
 test-unit: setup ## Only the tests that need no running stack (fast)
-	$(VENV_BIN)/pytest -m "not stack"
+	$(VENV_BIN)/pytest -m "not stack and not cluster and not images"
+
+test-cluster: system-packages stack-up ## The images and the chart on a real single-node cluster (as root; ~25 min the first time)
+	$(VENV_BIN)/pytest -m "cluster or images"
 
 lint: setup ## ruff (lint + format check) and mypy (strict) on every package; the pre-commit hooks run the same
 	$(VENV_BIN)/ruff check .
@@ -69,3 +72,14 @@ bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in
 
 clean: stack-down ## Remove the virtual environment and tool caches (the stack's cache stays)
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
+
+images: setup ## Every service's container image, built with buildah, no registry (minutes at first)
+	$(VENV_BIN)/python -m fetalmlops.cluster.images
+
+cluster-up: system-packages stack-up ## A real single-node Kubernetes with KServe, the images in it, the chart installed
+	$(FETALMLOPS) cluster up
+	$(FETALMLOPS) cluster images
+	$(FETALMLOPS) cluster install
+
+cluster-down: ## Uninstall the chart and stop the cluster; the host is left as it was
+	@if [ -x $(FETALMLOPS) ]; then $(FETALMLOPS) cluster down; fi

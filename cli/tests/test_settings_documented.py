@@ -48,4 +48,6 @@ def test_every_command_has_help() -> None:
 def test_unknown_service_is_refused_with_the_installed_ones() -> None:
     result = CliRunner().invoke(app, ["run", "nosuch"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
-    assert "installed: anonymizer, inference, ingest, monitor, trainer" in result.output
+    assert "installed: anonymizer, dispatcher, inference, ingest, monitor, trainer" in (
+        result.output
+    )

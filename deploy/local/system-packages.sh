@@ -11,8 +11,14 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql
 command -v tesseract >/dev/null || missing+=(tesseract-ocr)
 command -v storescu >/dev/null || missing+=(dcmtk)
 command -v chromium >/dev/null || missing+=(chromium)
+# The local Kubernetes (`fetalmlops cluster`) and its images (`make images`).
+for program in containerd runc buildah debootstrap iptables socat conntrack gcc openssl; do
+    command -v "$program" >/dev/null || missing+=("$program")
+done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+compgen -G "/usr/lib/*/libc.a" >/dev/null || missing+=(libc6-dev)  # the static pause binary
 if ((${#missing[@]} == 0)); then
-    echo "system packages: all present (postgresql, tesseract-ocr, dcmtk, chromium)"
+    echo "system packages: all present (postgresql, tesseract-ocr, dcmtk, chromium, the cluster's)"
     exit 0
 fi
 if ((EUID != 0)); then

@@ -20,6 +20,8 @@ def render() -> dict[str, str]:
         (RESOURCES / "kafka-server.properties").read_text(),
         broker_port=29092,
         controller_port=29093,
+        cluster_port=29094,
+        node_address="10.250.0.1",
         log_dir=Path("/data/kafka"),
         num_partitions=5,
     )
@@ -28,10 +30,16 @@ def render() -> dict[str, str]:
 
 
 def test_server_properties_is_a_single_kraft_node_on_loopback() -> None:
+    """Every listener binds loopback; the cluster's advertises the node address, where
+    `fetalmlops cluster` forwards it to loopback."""
     props = render()
     assert props["process.roles"] == "broker,controller"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:29092,CLUSTER://127.0.0.1:29094,CONTROLLER://127.0.0.1:29093"
+    )
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:29092,CLUSTER://10.250.0.1:29094"
+    )
     assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:29093"
     assert props["log.dirs"] == "/data/kafka"
     assert props["num.partitions"] == "5"

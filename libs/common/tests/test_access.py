@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, ConfigDict
 
 from fetalmlops.common.bus.consume import Rejected, deadletter_reason
@@ -129,6 +130,27 @@ def test_the_access_log_names_the_route_and_status_never_the_url(
     assert (line["method"], line["route"], line["status"]) == ("GET", "/studies/{study}", 200)
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "GET /studies/{study}"]
     assert span.attributes is not None and span.attributes["http.target"] == "/studies/{study}"
+
+
+def test_every_answer_is_counted_by_route_template_and_status(
+    observed: tuple[TestClient, Records, InMemorySpanExporter],
+) -> None:
+    client, _, _ = observed
+
+    def answered(route: str, status: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "fetalmlops_http_responses_total",
+            {"method": "GET", "route": route, "status": status},
+        )
+        return value or 0.0
+
+    before = answered("/studies/{study}", "200"), answered("unmatched", "404")
+    assert client.get(f"/studies/{CANARY}").status_code == 200
+    assert client.get(f"/{CANARY}/nowhere").status_code == 404
+    after = answered("/studies/{study}", "200"), answered("unmatched", "404")
+    assert (after[0] - before[0], after[1] - before[1]) == (1.0, 1.0)
+    families = [m for m in REGISTRY.collect() if m.name == "fetalmlops_http_responses"]
+    assert not any(CANARY in str(sample.labels) for f in families for sample in f.samples)
 
 
 def test_unmatched_and_odd_requests_are_logged_without_their_target(

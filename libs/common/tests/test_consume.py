@@ -12,6 +12,7 @@ from fetalmlops.common.bus import (
     Record,
     Rejected,
     RetryPolicy,
+    Unavailable,
     consume,
     handle,
     read_event,
@@ -99,3 +100,22 @@ def test_a_failing_batch_is_handled_again_record_by_record_and_the_bad_one_dead_
     (letter,) = bus.subscribe(["dead"], "watch").poll(1.0)
     assert letter.key == "bad"
     assert letter.header(DLQ_ERROR) == b"Rejected: this record is bad"
+
+
+def test_a_dependency_down_holds_the_record_until_it_answers_never_dead_letters_it() -> None:
+    """An API the handler calls is down for longer than the retry policy's attempts: the
+    record is handled again until it answers, then committed; nothing goes to the dead letter."""
+    bus = EmbeddedBus(partitions=1)
+    bus.publish("in", "request", b"payload")
+    calls: list[str] = []
+
+    def handler(record: Record) -> None:
+        calls.append(record.key or "")
+        if len(calls) <= 3:  # more failures than RetryPolicy(2) would ever allow
+            raise Unavailable("the API answered 503")
+
+    consumer = Consumer(["in"], "g", handler, "dead", RetryPolicy(2, 0.01))
+    run_until(bus, consumer, lambda: len(calls) == 4)
+    assert calls == ["request"] * 4
+    assert bus.subscribe(["dead"], "watch").poll(0.2) == []
+    assert bus.subscribe(["in"], "g").poll(0.2) == [], "committed once handled"

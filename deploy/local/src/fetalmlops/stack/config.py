@@ -50,9 +50,19 @@ class StackConfig(BaseSettings):
     )
     kafka_port: int = Field(19092, description="Kafka broker (PLAINTEXT listener).")
     kafka_controller_port: int = Field(19093, description="Kafka KRaft controller listener.")
+    kafka_cluster_port: int = Field(
+        19094,
+        description="Kafka listener for pods of the local cluster: on loopback, advertised at "
+        "`node_address`, where `fetalmlops cluster up` forwards it.",
+    )
     minio_port: int = Field(19000, description="MinIO S3 API.")
     minio_console_port: int = Field(19001, description="MinIO web console.")
     postgres_port: int = Field(15432, description="PostgreSQL.")
+    node_address: str = Field(
+        "10.250.0.1",
+        description="The local cluster's node address (`fetalmlops cluster`), at which pods "
+        "reach the stack's Kafka, MinIO and PostgreSQL.",
+    )
     kafka_heap: str = Field("512m", description="JVM heap of the Kafka broker (-Xmx).")
     start_timeout_s: float = Field(120.0, description="Time a component gets to become healthy.")
     stop_timeout_s: float = Field(30.0, description="Grace period after SIGTERM before SIGKILL.")

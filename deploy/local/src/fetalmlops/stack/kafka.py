@@ -65,11 +65,20 @@ def broker_version(pom: str) -> str:
 
 
 def render_server_properties(
-    template: str, *, broker_port: int, controller_port: int, log_dir: Path, num_partitions: int
+    template: str,
+    *,
+    broker_port: int,
+    controller_port: int,
+    cluster_port: int,
+    node_address: str,
+    log_dir: Path,
+    num_partitions: int,
 ) -> str:
     return Template(template).substitute(
         broker_port=broker_port,
         controller_port=controller_port,
+        cluster_port=cluster_port,
+        node_address=node_address,
         log_dir=log_dir,
         num_partitions=num_partitions,
     )
@@ -112,6 +121,7 @@ class Kafka:
         return (
             self.config.port(self.name, "broker", "kafka_port"),
             self.config.port(self.name, "KRaft controller", "kafka_controller_port"),
+            self.config.port(self.name, "listener for the local cluster", "kafka_cluster_port"),
         )
 
     @property
@@ -163,6 +173,8 @@ class Kafka:
                 (RESOURCES / "kafka-server.properties").read_text(),
                 broker_port=self.config.kafka_port,
                 controller_port=self.config.kafka_controller_port,
+                cluster_port=self.config.kafka_cluster_port,
+                node_address=self.config.node_address,
                 log_dir=self.log_dir,
                 num_partitions=self.settings.bus_partitions,
             )

@@ -17,6 +17,8 @@ from fetalmlops.stack.config import Port
 from fetalmlops.stack.errors import StackError
 
 HOST = "127.0.0.1"
+# The longest a daemon takes from fork to exec.
+EXEC_TIMEOUT_S = 5.0
 
 
 def require_executable(name: str, install_hint: str) -> str:
@@ -194,6 +196,13 @@ class Daemon:
                 start_new_session=True,
             )
         self.pidfile.write_text(f"{process.pid}\n")
+        # Between fork and exec the child's command line is Python's, or briefly empty: until
+        # the program's own shows, `pid()` would take the daemon for a stranger.
+        deadline = time.monotonic() + EXEC_TIMEOUT_S
+        while self.marker not in command_line(process.pid) and process.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         return process.pid
 
     def stop(self, timeout_s: float) -> None:

@@ -1,13 +1,14 @@
 """The trainer service's shell: settings → clients → the training-requests consumer, its HTTP
 door (`api`) and health.
 
-In the cluster a training run is a Kubernetes Job (`fetalmlops train …`, see deploy/helm); the
-service consumes `fetal.training.requested` (the CLI, a schedule, the monitor's drift alarm, or
-a client of `POST /v1/training-requests`, which needs FETALMLOPS_TRAINER_TOKENS to listen
-beyond loopback)
-and runs each request itself, one at a time, committing only once the version is registered
-(and, under a change-control plan, judged), so a request survives a crash and a replay finds
-its version instead of training twice. The registry follows the rollouts' states
+The service consumes `fetal.training.requested` (the CLI, a schedule, the monitor's drift
+alarm, or a client of `POST /v1/training-requests`, which needs FETALMLOPS_TRAINER_TOKENS to
+listen beyond loopback) and runs each request itself, one at a time, committing only once the
+version is registered (and, under a change-control plan, judged), so a request survives a crash
+and a replay finds its version instead of training twice. On Kubernetes no long-lived pod
+trains: FETALMLOPS_TRAINER_RUN_REQUESTS=false leaves the requests to the dispatcher
+(`dispatch`), which makes each a Job that runs it through this same `Trainer.handle`
+(`request_job`). The registry follows the rollouts' states
 (`fetal.models.rollout`, `stages.Registrar`) in a consumer of its own.
 
 A plan (`FETALMLOPS_TRAINER_PLAN`) already written when the service starts is read then, and
@@ -103,12 +104,7 @@ def build(
 ) -> Service:
     """The service on ``clients`` (default: those ``settings`` configure)."""
     own = own or TrainerSettings()
-    try:
-        plan = None if own.plan is None else plan_file(own.plan, own.model_name)
-    except PlanError as exc:
-        raise SystemExit(f"FETALMLOPS_TRAINER_PLAN: {exc}") from None
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    plan = plan_of(own)
     if not own.tokens and not is_loopback(settings.http_host):
         raise SystemExit(
             "the trainer's training requests need FETALMLOPS_TRAINER_TOKENS to listen beyond "
@@ -122,8 +118,12 @@ def build(
     platform = Platform.of(settings, clients)
     trainer = Trainer(platform, own, plan)
     topics, retry = settings.topics, retry_policy(settings)
+    # Without `run_requests` each request is a Job of the dispatcher's (`dispatch`).
+    training = [
+        Consumer([topics.training_requested], "trainer", trainer.handle, topics.deadletter, retry)
+    ]
     consumers = [
-        Consumer([topics.training_requested], "trainer", trainer.handle, topics.deadletter, retry),
+        *(training if own.run_requests else []),
         # In a group and a thread of its own: a promotion never waits for a training run.
         Consumer(
             [topics.models_rollout], "trainer-registry", Registrar(platform).handle,
@@ -131,6 +131,17 @@ def build(
         ),
     ]  # fmt: skip
     return Service(settings, app, bus=clients.bus, consumers=consumers)
+
+
+def plan_of(own: TrainerSettings) -> PlanFile | None:
+    """The plan FETALMLOPS_TRAINER_PLAN names, if any; SystemExit when it cannot govern the
+    trainer's model."""
+    try:
+        return None if own.plan is None else plan_file(own.plan, own.model_name)
+    except PlanError as exc:
+        raise SystemExit(f"FETALMLOPS_TRAINER_PLAN: {exc}") from None
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:

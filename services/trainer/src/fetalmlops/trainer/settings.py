@@ -1,4 +1,5 @@
-"""The trainer's own settings (``FETALMLOPS_TRAINER_*``)."""
+"""The trainer's own settings (``FETALMLOPS_TRAINER_*``) and its dispatcher's
+(``FETALMLOPS_DISPATCHER_*``)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ class TrainerSettings(BaseSettings):
         "sequestered test set, the data rules and the champion/challenger gate replace the "
         "promotion floors above. Unset: no plan governs the model.",
     )
+    run_requests: bool = Field(
+        True,
+        description="Train each `fetal.training.requested` in this service's own consumer. "
+        "`false` on Kubernetes, where the dispatcher (`fetalmlops run dispatcher`) makes each "
+        "request a Job instead.",
+    )
     tokens: dict[str, list[str]] = Field(
         {},
         repr=False,
@@ -46,3 +53,38 @@ class TrainerSettings(BaseSettings):
 
     def gate(self) -> Gate:
         return Gate(self.min_improvement, self.min_macro_f1, self.min_class_recall)
+
+
+DISPATCHER_NAME = "dispatcher"
+
+
+class DispatcherSettings(BaseSettings):
+    """Where and how the dispatcher makes each training request a Kubernetes Job."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FETALMLOPS_DISPATCHER_", extra="ignore", frozen=True
+    )
+
+    job_template: Path = Field(
+        Path("/etc/fetalmlops/job-template.yaml"),
+        description="The Job a request becomes (YAML, a `batch/v1` Job; the chart renders it "
+        "into a ConfigMap): its container `trainer`, or its only one, gets the request.",
+    )
+    namespace: str | None = Field(
+        None,
+        description="Where the Jobs are created. Unset: the kubeconfig context's namespace, else "
+        "the pod's service account's.",
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="A kubeconfig file, to run outside a cluster. Unset: the pod's service "
+        "account token and CA, and the API at KUBERNETES_SERVICE_HOST:PORT.",
+    )
+    context: str | None = Field(
+        None, description="The kubeconfig's context to use. Unset: its current-context."
+    )
+    api_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for one Kubernetes API call; a timeout is retried like a 5xx.",
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fetalmlops.common.bus.base import Bus, BusUnavailable, Record, Subscription
+from fetalmlops.common.bus.base import Bus, BusUnavailable, Record, Subscription, Unavailable
 from fetalmlops.common.bus.consume import Consumer, Rejected, RetryPolicy, consume, handle
 from fetalmlops.common.bus.embedded import EmbeddedBus
 from fetalmlops.common.bus.kafka import KafkaBus
@@ -19,6 +19,7 @@ __all__ = [
     "Rejected",
     "RetryPolicy",
     "Subscription",
+    "Unavailable",
     "consume",
     "handle",
     "open_bus",

@@ -13,7 +13,15 @@ from typing import Protocol
 Headers = Sequence[tuple[str, bytes]]
 
 
-class BusUnavailable(ConnectionError):
+class Unavailable(ConnectionError):
+    """Something a handler needs is down (the bus, an API it calls): not the message's fault.
+
+    The consumer loop neither retries the record to exhaustion nor dead-letters it: it handles
+    the record again, without committing, until the dependency answers (`consume`).
+    """
+
+
+class BusUnavailable(Unavailable):
     """A publish that the bus definitely did not take: nothing of it will be delivered later.
 
     Raised within a bounded time (the Kafka backend's delivery timeout), so a caller can answer

@@ -4,8 +4,9 @@ A record's offset is committed only after its handler returned — that is, afte
 output (object, row, event with acks=all) is durable — or after the record was safely copied
 to the dead-letter topic. A crash anywhere before that means redelivery, so handlers must be
 idempotent (DESIGN.md §2). When the bus itself is unavailable (the handler's output or the dead
-letter could not be published), the record is neither dead-lettered nor skipped: it is handled
-again once the bus is back, as the message was never at fault.
+letter could not be published), or anything else the handler needs (``Unavailable``: an API
+it calls), the record is neither dead-lettered nor skipped: it is handled again once that is
+back, as the message was never at fault.
 
 A consumer may also take a whole poll at once (``batch_handler``): one transaction and one
 commit per partition for up to a poll's records, where a record at a time pays a round trip
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from fetalmlops.common.bus.base import Bus, BusUnavailable, Record
+from fetalmlops.common.bus.base import Bus, Record, Unavailable
 from fetalmlops.common.events import UnknownSchema
 from fetalmlops.common.telemetry.metrics import HANDLING_SECONDS, MESSAGES
 from fetalmlops.common.telemetry.tracing import extract, inject
@@ -107,9 +108,10 @@ def handled(bus: Bus, consumer: Consumer, record: Record, stop: threading.Event)
         try:
             handle(bus, consumer, record)
             return True
-        except BusUnavailable:
+        except Unavailable as exc:
             log.warning(
-                "bus unavailable; the record will be handled again", extra={"topic": record.topic}
+                "unavailable; the record will be handled again",
+                extra={"topic": record.topic, "error": type(exc).__name__},
             )
             if stop.wait(BUS_RETRY_S):
                 return False
@@ -140,8 +142,10 @@ def handled_batch(
                 },
             ):
                 consumer.batch_handler(records)
-        except BusUnavailable:
-            log.warning("bus unavailable; the batch will be handled again")
+        except Unavailable as exc:
+            log.warning(
+                "unavailable; the batch will be handled again", extra={"error": type(exc).__name__}
+            )
             if stop.wait(BUS_RETRY_S):
                 return None
             continue
@@ -173,7 +177,8 @@ def span_context(record: Record) -> trace.SpanContext:
 def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
     """Run the handler with retries; dead-letter the record when it is rejected or exhausted.
 
-    Raises ``BusUnavailable`` when the bus could not take the handler's output, and only when
+    Raises ``Unavailable`` when the bus could not take the handler's output (or the handler
+    found something else it needs down), and only when
     the dead-letter publish itself fails otherwise, so the record is not committed.
     """
     tracer = trace.get_tracer(__name__)
@@ -201,9 +206,9 @@ def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
                 # Neither the handler's verdict nor bytes that do not parse change on a retry.
                 error: Exception = exc
                 break
-            except BusUnavailable:
-                # Not the message's fault, and the dead-letter topic is on the same bus.
-                MESSAGES.labels(record.topic, consumer.group, "bus_unavailable").inc()
+            except Unavailable:
+                # Not the message's fault (and the dead letter may be on the bus that is down).
+                MESSAGES.labels(record.topic, consumer.group, "unavailable").inc()
                 raise
             except Exception as exc:
                 error = exc

@@ -7,7 +7,8 @@ and ``http.url`` on every server span, so both are replaced here:
 
 * ``AccessLog``, a pure ASGI middleware, logs one line per request on ``fetalmlops.access``:
   method (one of the standard ones, else ``OTHER``), route template (``/dicomweb/studies/
-  {study}``, or ``unmatched``), status and duration. uvicorn's own access log is turned off.
+  {study}``, or ``unmatched``), status and duration, and counts the answer under the same
+  labels (``fetalmlops_http_responses_total``). uvicorn's own access log is turned off.
 * ``scrub_request_span``, the instrumentation's ``server_request_hook``, overwrites every
   attribute that holds the raw URL or a client-chosen header with the route template or a
   fixed placeholder.
@@ -23,6 +24,8 @@ from typing import Any
 from opentelemetry.trace import Span
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fetalmlops.common.telemetry.metrics import HTTP_RESPONSES
 
 log = logging.getLogger("fetalmlops.access")
 
@@ -91,7 +94,8 @@ def scrub_request_span(span: Span, scope: dict[str, Any]) -> None:
 
 
 class AccessLog:
-    """One PHI-free log line per HTTP request: method, route template, status, duration."""
+    """One PHI-free log line per HTTP request (method, route template, status, duration), and
+    the answer counted by method, route template and status."""
 
     def __init__(self, app: ASGIApp, quiet_routes: Iterable[str] = ()) -> None:
         self.app = app
@@ -114,6 +118,7 @@ class AccessLog:
             await self.app(scope, receive, observed)
         finally:
             route = route_template(scope)
+            HTTP_RESPONSES.labels(method_of(scope), route, str(status)).inc()
             if route not in self.quiet_routes or status >= 400:
                 log.info(
                     "request",

@@ -15,3 +15,8 @@ HANDLING_SECONDS = Histogram(
     ["topic", "group"],
 )
 PUBLISHED = Counter("fetalmlops_events_published_total", "Events published, by topic.", ["topic"])
+HTTP_RESPONSES = Counter(
+    "fetalmlops_http_responses_total",
+    "HTTP answers, by method, route template (never the URL) and status code.",
+    ["method", "route", "status"],
+)
