@@ -11,6 +11,7 @@ MinIO user and PostgreSQL role as on the stack, the endpoints moved to the node 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import urllib.parse
@@ -151,7 +152,7 @@ class Release:
             input=stdin,
             capture_output=True,
             text=True,
-            env={"KUBECONFIG": str(self.kubeconfig), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
             check=False,
         )
         if result.returncode != 0:
