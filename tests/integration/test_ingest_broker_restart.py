@@ -43,6 +43,7 @@ def broker(tmp_path: Path) -> Iterator[Kafka]:
         cache_dir=StackConfig().cache,  # the shared stack's jars: nothing is downloaded
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
+        kafka_cluster_port=free_port(),
         kafka_heap="256m",
         start_timeout_s=120,
         stop_timeout_s=30,

@@ -41,12 +41,13 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def second_stack(tmp_path: Path) -> Iterator[StackConfig]:
-    kafka, controller, minio, console, postgres = free_ports(5)
+    kafka, controller, cluster, minio, console, postgres = free_ports(6)
     config = StackConfig(
         home=tmp_path / "stack",
         cache_dir=StackConfig().cache,
         kafka_port=kafka,
         kafka_controller_port=controller,
+        kafka_cluster_port=cluster,
         minio_port=minio,
         minio_console_port=console,
         postgres_port=postgres,
