@@ -59,6 +59,6 @@ def test_tokens_are_made_once_and_readable_by_their_owner_only(tmp_path: Path) -
 def test_manifests_are_secrets_in_the_namespace(tmp_path: Path) -> None:
     config = stack_config(tmp_path)
     data = secret_data(config, Tokens.load_or_make(tmp_path / "tokens.json"))
-    manifests = yaml.safe_load_all(yaml.safe_dump_all(secret_manifests(data, "ns", config)))
+    manifests = yaml.safe_load_all(yaml.safe_dump_all(secret_manifests(data, "ns")))
     kinds = {(m["kind"], m["metadata"]["namespace"]) for m in manifests}
     assert kinds == {("Secret", "ns")}

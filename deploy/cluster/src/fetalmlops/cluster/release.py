@@ -111,10 +111,7 @@ def secret_data(stack_config: StackConfig, tokens: Tokens) -> dict[str, dict[str
     }  # fmt: skip
 
 
-def secret_manifests(
-    data: Mapping[str, Mapping[str, str]], namespace: str, stack_config: StackConfig
-) -> list[dict[str, Any]]:
-    minio = f"{stack_config.node_address}:{stack_config.minio_port}"
+def secret_manifests(data: Mapping[str, Mapping[str, str]], namespace: str) -> list[dict[str, Any]]:
     return [
         {
             "apiVersion": "v1",
@@ -126,10 +123,10 @@ def secret_manifests(
                 "labels": {"app.kubernetes.io/part-of": "fetalmlops"},
                 # KServe's storage initializer reads the endpoint from these as well.
                 "annotations": {
-                    "serving.kserve.io/s3-endpoint": minio,
-                    "serving.kserve.io/s3-usehttps": "0",
+                    "serving.kserve.io/s3-endpoint": keys["S3_ENDPOINT"],
+                    "serving.kserve.io/s3-usehttps": keys["S3_USE_HTTPS"],
                 }
-                if name == "fetalmlops-inference-storage"
+                if "S3_ENDPOINT" in keys
                 else {},
             },
             "stringData": dict(keys),
@@ -162,9 +159,7 @@ class Release:
 
     def apply_secrets(self, stack_config: StackConfig, tokens: Tokens) -> None:
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
-        manifests = secret_manifests(
-            secret_data(stack_config, tokens), self.namespace, stack_config
-        )
+        manifests = secret_manifests(secret_data(stack_config, tokens), self.namespace)
         self.run([self.kubectl, "apply", "-f", "-"], yaml.safe_dump_all([namespace, *manifests]))
 
     def install(

@@ -27,17 +27,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
-from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from fetalmlops.common.bus import Bus, BusUnavailable, Consumer, Record, Rejected
-from fetalmlops.common.bus.consume import deadletter, deadletter_reason
+from fetalmlops.common.bus.consume import consumer_span, deadletter, deadletter_reason
 from fetalmlops.common.clients import connect
 from fetalmlops.common.events import SCHEMA_HEADER, UnknownSchema, schema_name
 from fetalmlops.common.settings import Settings
 from fetalmlops.common.telemetry import configure_logging, configure_tracing
-from fetalmlops.common.telemetry.tracing import extract
 from fetalmlops.trainer.dispatch import (
     REJECTED_EXIT,
     REQUEST_ENV,
@@ -87,17 +85,7 @@ def run_request(
     bus: Bus, consumer: Consumer, record: Record, termination_log: Path = TERMINATION_LOG
 ) -> int:
     """``consumer``'s handler on ``record``, once; the exit status (the module says which)."""
-    tracer = trace.get_tracer(__name__)
-    with tracer.start_as_current_span(
-        f"{record.topic} process",
-        context=extract(record.headers),
-        kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.destination.name": record.topic,
-            "messaging.consumer.group.name": consumer.group,
-        },
-    ) as span:
+    with consumer_span(record, consumer.group) as span:
         try:
             consumer.handler(record)
         except (Rejected, UnknownSchema) as exc:

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -181,21 +182,9 @@ def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
     found something else it needs down), and only when
     the dead-letter publish itself fails otherwise, so the record is not committed.
     """
-    tracer = trace.get_tracer(__name__)
     with (
         HANDLING_SECONDS.labels(record.topic, consumer.group).time(),
-        tracer.start_as_current_span(
-            f"{record.topic} process",
-            context=extract(record.headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": record.topic,
-                "messaging.consumer.group.name": consumer.group,
-                "messaging.destination.partition.id": str(record.partition),
-                "messaging.kafka.offset": record.offset,
-            },
-        ) as span,
+        consumer_span(record, consumer.group) as span,
     ):
         for attempt in range(1, consumer.retry.max_attempts + 1):
             try:
@@ -221,6 +210,22 @@ def handle(bus: Bus, consumer: Consumer, record: Record) -> None:
                     time.sleep(consumer.retry.delay(attempt))
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         deadletter(bus, consumer, record, error, attempt)
+
+
+def consumer_span(record: Record, group: str) -> AbstractContextManager[trace.Span]:
+    """The span of handling ``record`` in ``group``, a child of the span that published it."""
+    return trace.get_tracer(__name__).start_as_current_span(
+        f"{record.topic} process",
+        context=extract(record.headers),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": record.topic,
+            "messaging.consumer.group.name": group,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+        },
+    )
 
 
 def deadletter_reason(error: Exception) -> str:
