@@ -2,9 +2,9 @@
 
 Each request becomes one Job, stored by the API with its labels, the request and its trace in
 the environment; a second create of the same request is a no-op (409); and a service account
-with only the dispatcher's Role can create Jobs and nothing else. Skipped, with the reason, when
-the cluster is not up (its admin kubeconfig absent, or its API not answering). What a test makes
-lives in a namespace of its own, deleted at the end; its Jobs are suspended, so no pod runs.
+with only the dispatcher's Role can create Jobs and nothing else. On the session's cluster
+(`conftest.py`); what a test makes lives in a namespace of its own, deleted at the end; its Jobs
+are suspended, so no pod runs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import yaml
 
+from fetalmlops.cluster.layout import Layout
 from fetalmlops.common.bus import Consumer, EmbeddedBus, Record, Rejected, RetryPolicy, handle
 from fetalmlops.common.events import SCHEMA_HEADER, schema_name
 from fetalmlops.common.settings import Settings
@@ -33,7 +34,6 @@ from fetalmlops.trainer.dispatch import (
 )
 from fetalmlops.trainer.kubernetes_api import (
     ApiRefused,
-    ApiUnavailable,
     KubernetesApi,
     from_kubeconfig,
     in_cluster,
@@ -69,25 +69,9 @@ JOBS_ONLY = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]
 RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces"
 
 
-def admin_kubeconfig() -> Path:
-    try:
-        from fetalmlops.cluster.layout import Layout
-    except ImportError:  # the cluster's package not installed: its default place
-        return Path.home() / ".cache" / "fetalmlops" / "cluster" / "admin.kubeconfig"
-    return Layout.default().admin_kubeconfig
-
-
 @pytest.fixture(scope="module")
-def admin() -> Iterator[KubernetesApi]:
-    path = admin_kubeconfig()
-    if not path.exists():
-        pytest.skip(f"no cluster: {path} is absent (`fetalmlops cluster up`)")
-    api = KubernetesApi(from_kubeconfig(path), timeout_s=10)
-    try:
-        api.version()
-    except ApiUnavailable as exc:
-        api.close()
-        pytest.skip(f"the cluster's API does not answer ({exc}): `fetalmlops cluster up`")
+def admin(running_cluster: Layout) -> Iterator[KubernetesApi]:
+    api = KubernetesApi(from_kubeconfig(running_cluster.admin_kubeconfig), timeout_s=10)
     yield api
     api.close()
 

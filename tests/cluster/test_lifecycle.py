@@ -1,9 +1,10 @@
-"""The cluster's whole life on this machine: up → node Ready → DNS in a pod → KServe served →
-up again (a no-op) → down → nothing left on the host.
+"""The cluster on this machine: up → node Ready → DNS in a pod → KServe served → up again (a
+no-op). `down`, and nothing left on the host after it, is checked when the session ends
+(`conftest.py`), after every other cluster test has used the same cluster.
 
 Runs as root on a machine with the Debian packages the node needs; the first run builds
 Kubernetes, etcd, CoreDNS, Helm and the KServe controller (15-25 min on 2 cores), later runs
-reuse them. It refuses to run beside a cluster that is already up, which `down` would stop.
+reuse them.
 """
 
 from __future__ import annotations
@@ -11,19 +12,17 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from fetalmlops.cluster import cluster, host, kserve
+from fetalmlops.cluster import cluster, kserve
 from fetalmlops.cluster.builds import GoBuilder
 from fetalmlops.cluster.cli import app
-from fetalmlops.cluster.configs import BRIDGE, scratch_dockerfile
+from fetalmlops.cluster.configs import scratch_dockerfile
 from fetalmlops.cluster.kube import Kubectl, condition
 from fetalmlops.cluster.layout import Addresses, Layout
-from fetalmlops.stack.process import is_alive
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
@@ -71,33 +70,13 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def layout() -> Layout:
-    if os.geteuid() != 0:
-        pytest.skip("a Kubernetes node needs root")
-    missing = cluster.missing_programs()
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)} (Debian: {', '.join(set(missing.values()))})")
-    layout = Layout.default()
-    if any(p.pid is not None for p in cluster.status(layout).processes):
-        pytest.skip("a cluster is already running here; `fetalmlops cluster down` would stop it")
-    return layout
+def layout(running_cluster: Layout) -> Layout:
+    return running_cluster
 
 
 @pytest.fixture(scope="module")
-def before(layout: Layout) -> host.HostRecord:
-    return host.observe()
-
-
-@pytest.fixture(scope="module")
-def running(layout: Layout, before: host.HostRecord) -> Iterator[Kubectl]:
-    began = time.monotonic()
-    try:
-        state = cluster.up(layout, progress=print)
-        print(f"cluster up in {time.monotonic() - began:.1f} s")
-        assert state.running
-        yield cluster.kubectl(layout)
-    finally:
-        cluster.down(layout, progress=print)
+def running(layout: Layout) -> Kubectl:
+    return cluster.kubectl(layout)
 
 
 def test_the_node_is_ready_and_status_says_so(running: Kubectl) -> None:
@@ -110,7 +89,8 @@ def test_the_node_is_ready_and_status_says_so(running: Kubectl) -> None:
 def test_a_pod_resolves_the_kubernetes_service_through_coredns(
     running: Kubectl, layout: Layout, tmp_path: Path
 ) -> None:
-    from fetalmlops.cluster.images import Buildah, load_into_containerd
+    from fetalmlops.cluster.images import Buildah
+    from fetalmlops.cluster.load import imported
 
     context = tmp_path / "probe"
     context.mkdir()
@@ -121,9 +101,8 @@ def test_a_pod_resolves_the_kubernetes_service_through_coredns(
                         capture_output=True, text=True)  # fmt: skip
     assert go.returncode == 0, go.stderr
     (context / "Dockerfile").write_text(scratch_dockerfile("probe"))
-    buildah = Buildah(layout.cache)
-    buildah.build(DNS_PROBE_IMAGE, context)
-    load_into_containerd(buildah.archive(DNS_PROBE_IMAGE), layout.containerd_socket)
+    Buildah(layout.cache).build(DNS_PROBE_IMAGE, context)
+    imported(layout, [DNS_PROBE_IMAGE], print)
 
     running.run(["delete", "pod", "dns-probe", "--ignore-not-found", "--wait=true"])
     running.apply(PROBE_POD)
@@ -149,31 +128,3 @@ def test_up_on_a_running_cluster_starts_nothing(running: Kubectl, layout: Layout
     state = cluster.up(layout)
     assert time.monotonic() - began < 30
     assert {p.name: p.pid for p in state.processes} == pids
-
-
-def test_down_leaves_nothing_behind(
-    running: Kubectl, layout: Layout, before: host.HostRecord
-) -> None:
-    pids = [p.pid for p in cluster.status(layout).processes if p.pid is not None]
-    pod_pids = host.pod_processes()
-    assert pod_pids, "the pods' processes should be in kubepods cgroups"
-    began = time.monotonic()
-    problems = cluster.down(layout, progress=print)
-    print(f"cluster down in {time.monotonic() - began:.1f} s")
-    assert problems == []
-
-    assert not [p for p in [*pids, *pod_pids] if is_alive(p)]
-    assert not host.shims(layout)
-    assert host.node_mounts(layout) == []
-    for save in ("iptables-save", "ip6tables-save"):
-        chains = subprocess.run([save], capture_output=True, text=True, check=True).stdout
-        assert ":KUBE-" not in chains and ":CNI-" not in chains, save
-    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
-    assert not host.has_node_address(Addresses.default())
-    assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))
-    after = host.observe()
-    assert after.sysctls == before.sysctls
-    assert set(after.absent_paths) == set(before.absent_paths)
-    assert not layout.host_record.exists()
-    result = CliRunner().invoke(app, ["status"])
-    assert result.exit_code == 1

@@ -20,10 +20,30 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 
+@dataclass(frozen=True)
+class Exported:
+    """One span as exported: its trace, kind and name, and its resource's attributes."""
+
+    trace_id: str  # 32 hex digits
+    kind: int  # OTLP's Span.SpanKind
+    name: str
+    resource: dict[str, str]
+
+
 @dataclass
 class Collected:
     spans: list[tuple[str, str]] = field(default_factory=list)  # (service, span as text)
+    exported: list[Exported] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def traces(self) -> dict[str, list[Exported]]:
+        """Every span by its trace id."""
+        with self.lock:
+            spans = list(self.exported)
+        by_trace: dict[str, list[Exported]] = {}
+        for span in spans:
+            by_trace.setdefault(span.trace_id, []).append(span)
+        return by_trace
 
     def names(self) -> set[str]:
         with self.lock:
@@ -36,21 +56,21 @@ class Collected:
 
 def _accept(request: ExportTraceServiceRequest, into: Collected) -> None:
     for resource in request.resource_spans:
-        service = next(
-            (a.value.string_value for a in resource.resource.attributes if a.key == "service.name"),
-            "",
-        )
+        attributes = {a.key: a.value.string_value for a in resource.resource.attributes}
+        service = attributes.get("service.name", "")
         for scope in resource.scope_spans:
             for span in scope.spans:
                 # The span's name first, then every attribute and event exactly as exported.
                 text = "\n".join([span.name, str(span.attributes), str(span.events)])
+                exported = Exported(span.trace_id.hex(), span.kind, span.name, attributes)
                 with into.lock:
                     into.spans.append((service, text))
+                    into.exported.append(exported)
 
 
 @contextmanager
-def otlp_collector() -> Iterator[tuple[str, Collected]]:
-    """Yields the endpoint (`http://127.0.0.1:<port>/v1/traces`) and what it has collected."""
+def otlp_collector(host: str = "127.0.0.1") -> Iterator[tuple[str, Collected]]:
+    """Yields the endpoint (`http://<host>:<port>/v1/traces`) and what it has collected."""
     collected = Collected()
 
     class Handler(BaseHTTPRequestHandler):
@@ -69,11 +89,11 @@ def otlp_collector() -> Iterator[tuple[str, Collected]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/v1/traces", collected
+        yield f"http://{host}:{server.server_port}/v1/traces", collected
     finally:
         server.shutdown()
         server.server_close()

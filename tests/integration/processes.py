@@ -62,7 +62,7 @@ class ServiceProcess:
         """Starts the process and waits until ``probe`` answers 200."""
         with self.log.open("a") as output:
             command = [str(Path(sys.executable).with_name("fetalmlops")), "run", self.service]
-            self.process = subprocess.Popen(command, env=self.env, stderr=output)
+            self.process = subprocess.Popen(command, env=self.env, stdout=output, stderr=output)
         process = self.process
 
         def ready() -> bool:

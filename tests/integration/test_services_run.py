@@ -37,7 +37,9 @@ def test_service_serves_health_and_stops_on_sigterm(
         command = [sys.executable, "-m", f"fetalmlops.{service}"]
     else:
         command = [str(FETALMLOPS), "run", service]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -45,7 +47,7 @@ def test_service_serves_health_and_stops_on_sigterm(
                 status, body = get(f"http://127.0.0.1:{port}/healthz")
                 break
             except OSError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
                 assert time.monotonic() < deadline, "service did not come up"
                 time.sleep(0.2)
         assert (status, body) == (200, '{"status":"ok"}')
@@ -55,5 +57,5 @@ def test_service_serves_health_and_stops_on_sigterm(
         assert process.wait(timeout=20) == 0
     finally:
         process.kill()
-    logs = process.stderr.read() if process.stderr else ""
+    logs = process.stdout.read() if process.stdout else ""
     assert f'"service": "{service}"' in logs, "structured JSON logs carry the service name"

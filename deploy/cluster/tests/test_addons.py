@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from fetalmlops.cluster import coredns, kserve
-from fetalmlops.cluster.builds import Binaries
+from fetalmlops.cluster.builds import KSERVE_VERSION, Binaries
+from fetalmlops.cluster.images import KSERVE_STORAGE_IMAGE, STORAGE_INITIALIZER_DIR, repository_root
 from fetalmlops.cluster.layout import Addresses, Layout
 
 
@@ -79,6 +80,8 @@ def test_the_controller_runs_in_raw_deployment_mode_on_the_local_image() -> None
     values = kserve.chart_values("v0.16.0")
     assert values["kserve.controller.deploymentMode"] == "Standard"
     assert values["kserve.controller.image"] == "localhost/kserve-controller"
+    image = f"{values['kserve.storage.image']}:{values['kserve.storage.tag']}"
+    assert image == KSERVE_STORAGE_IMAGE
 
 
 def test_the_real_chart_renders_to_images_we_have() -> None:
@@ -98,6 +101,16 @@ def test_the_real_chart_renders_to_images_we_have() -> None:
     assert images == {"localhost/kserve-controller:v0.16.0"}
     webhooks = [d for d in documents if d["kind"] in kserve.WEBHOOK_KINDS]
     assert webhooks and all(w["clientConfig"]["caBundle"] for d in webhooks for w in d["webhooks"])
+    (storage,) = [d for d in documents if d["kind"] == "ClusterStorageContainer"]
+    assert storage["spec"]["container"]["image"] == KSERVE_STORAGE_IMAGE
+    assert {"prefix": "s3://"} in storage["spec"]["supportedUriFormats"]
+
+
+def test_the_storage_initializer_is_kserve_storage_at_the_controllers_version() -> None:
+    """Built from PyPI's kserve-storage, as Docker Hub's kserve/storage-initializer is."""
+    requirements = (repository_root() / STORAGE_INITIALIZER_DIR / "requirements.txt").read_text()
+    assert f"kserve-storage=={KSERVE_VERSION.removeprefix('v')} " in requirements
+    assert KSERVE_STORAGE_IMAGE.endswith(f":{KSERVE_VERSION}")
 
 
 def test_kserves_own_objects_wait_for_its_webhooks() -> None:

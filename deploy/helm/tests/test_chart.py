@@ -282,7 +282,7 @@ def test_the_dispatcher_reads_the_job_template_the_values_describe() -> None:
     assert job["kind"] == "Job" and job["metadata"]["namespace"] == NAMESPACE
     assert job["spec"]["backoffLimit"] == 2 and job["spec"]["ttlSecondsAfterFinished"] == 86400
     (trainer,) = job["spec"]["template"]["spec"]["containers"]
-    assert trainer["command"] == ["fetalmlops", "train"]
+    assert trainer["command"] == ["fetalmlops", "train-request"]  # the request from its env
     assert "nvidia.com/gpu" not in trainer["resources"]["limits"]
     assert trainer["envFrom"] == [{"secretRef": {"name": "fetalmlops-trainer-credentials"}}]
 

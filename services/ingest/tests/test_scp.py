@@ -8,6 +8,11 @@ from collections.abc import Iterator
 
 import pydicom
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -75,3 +80,35 @@ def test_without_the_bus_a_c_store_is_a_processing_failure_and_the_resend_succee
     assert store(scp, ds) == 0x0110
     scp.intake.bus = healthy
     assert store(scp, ds) == 0x0000
+
+
+@pytest.fixture
+def exported() -> Iterator[InMemorySpanExporter]:
+    """Spans finished during the test (the process-wide provider, made here if none is)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()  # the processor stays, exporting nothing more
+
+
+def test_each_c_store_is_a_server_span_that_roots_its_images_trace(
+    scp: StoreSCP, exported: InMemorySpanExporter
+) -> None:
+    ds = pydicom.dcmread(io.BytesIO(sample_dicom(32)))
+    assert store(scp, ds) == 0x0000
+    refused = pydicom.dcmread(io.BytesIO(sample_dicom(33)))
+    refused.Modality = "CT"
+    assert store(scp, refused) == 0xA900
+
+    spans = exported.get_finished_spans()
+    stored, failed = [s for s in spans if s.name == "C-STORE"]
+    assert stored.kind is SpanKind.SERVER and stored.parent is None
+    assert stored.attributes == {"rpc.system": "dicom", "dicom.status": "0x0000"}
+    published = [s for s in spans if s.name.endswith(" publish")]
+    assert published and all(s.context.trace_id == stored.context.trace_id for s in published)
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes == {"rpc.system": "dicom", "dicom.status": "0xA900"}

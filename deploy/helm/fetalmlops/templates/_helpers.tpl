@@ -160,6 +160,15 @@ readinessProbe:
   failureThreshold: 3
 {{- end }}
 
+{{/* A serving container's wait before SIGTERM (`drainSeconds`). */}}
+{{- define "fetalmlops.lifecycle" -}}
+{{- if .Values.drainSeconds -}}
+lifecycle:
+  preStop:
+    sleep: {seconds: {{ .Values.drainSeconds }}}
+{{- end }}
+{{- end }}
+
 {{/* The change-control plan, when one is given: volume, mount and the variable naming it. */}}
 {{- define "fetalmlops.planPath" -}}
 /etc/fetalmlops/change-control/plan.yaml

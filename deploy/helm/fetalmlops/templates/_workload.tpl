@@ -83,6 +83,7 @@ spec:
             {{- include "fetalmlops.env" (dict "root" $root "service" .service "httpPort" $v.httpPort "env" .env "extra" .extraEnv) | nindent 12 }}
           envFrom: {{- include "fetalmlops.envFrom" .existingSecret | nindent 12 }}
           {{- include "fetalmlops.probes" . | nindent 10 }}
+          {{- include "fetalmlops.lifecycle" $root | nindent 10 }}
           resources: {{- toYaml $v.resources | nindent 12 }}
           securityContext: {{- include "fetalmlops.containerSecurityContext" $root | nindent 12 }}
           volumeMounts:

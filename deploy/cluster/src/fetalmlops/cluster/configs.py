@@ -113,10 +113,14 @@ def kubelet_config(layout: Layout, addresses: Addresses, pki: dict[str, str]) ->
         "serializeImagePulls": False,
         # The images were imported by hand and cannot be pulled again: never collect them.
         "imageGCHighThresholdPercent": 100,
+        # Under disk pressure the kubelet removes every image no container runs, the pause
+        # image too (containerd 1.6 cannot pin it), and no pod starts again until `up`
+        # provides it: so pressure is only a disk about to fill. The node's disk is its
+        # developer's, often past 90% of a large volume with gigabytes free.
         "evictionHard": {
             "memory.available": "100Mi",
-            "nodefs.available": "1%",
-            "imagefs.available": "1%",
+            "nodefs.available": "512Mi",
+            "imagefs.available": "512Mi",
         },
     }
 

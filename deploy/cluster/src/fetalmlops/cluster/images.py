@@ -4,8 +4,10 @@ No container registry is reached: the base image is Debian bookworm made with ``
 from the machine's own apt mirror, imported into buildah from a tarball, and every Dockerfile
 builds ``FROM`` it (``--pull=never``). Trainer and inference start from one torch base image, so
 torch and its CUDA libraries are stored once. buildah's storage is ``<cache>/cluster/containers``;
-its ``--layers`` cache makes a second build of an unchanged tree take well under a minute, and
-keeps the layers of earlier builds until ``--prune``. Each image's build log is
+its ``--layers`` cache makes a second build of an unchanged tree take well under a minute (uv's
+cache, a build cache mount, keeps a changed tree's rebuild to seconds too), and after each build
+the untagged images are removed: a torch image's earlier build would keep a gigabyte or more,
+and the node's disk is the cluster's too. Each image's build log is
 ``<cache>/logs/image-<name>.log``.
 
 ``python -m fetalmlops.cluster.images`` (``make images``) builds them all and prints their sizes.
@@ -27,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fetalmlops.cluster.builds import KSERVE_VERSION
 from fetalmlops.cluster.torch_requirements import locked_version, torch_requirements
 from fetalmlops.stack.config import StackConfig
 from fetalmlops.stack.errors import StackError
@@ -57,6 +60,11 @@ UPGRADE = (
     "apt-get update && apt-get -y upgrade && apt-get clean && rm -rf /var/lib/apt/lists/*",
 )
 TORCH_BASE_DIR = Path("deploy/images/torch-base")
+# KServe's storage initializer (Docker Hub's `kserve/storage-initializer`), from PyPI's
+# kserve-storage at the controller's version: `cluster up` names it in KServe's chart values.
+STORAGE_INITIALIZER_DIR = Path("deploy/images/storage-initializer")
+KSERVE_STORAGE_REPOSITORY = "localhost/kserve-storage-initializer"
+KSERVE_STORAGE_IMAGE = f"{KSERVE_STORAGE_REPOSITORY}:{KSERVE_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,6 @@ class Buildah:
         self.cache = cache
         self.storage = cache / "cluster" / "containers" / "storage"
         self.runroot = cache / "cluster" / "containers" / "run"
-        self.images = cache / "cluster" / "images"
         self.logs = cache / "logs"
         self._lock = cache / "cluster" / "containers" / "buildah.lock"
         self._held = 0  # re-entered by this object: debian_base() inspects while it holds it
@@ -203,28 +210,6 @@ class Buildah:
     def size(self, tag: str) -> int:
         return sum(size for _, size in self.layers(tag))
 
-    def archive(self, tag: str) -> Path:
-        """A docker-archive tarball of the image, for `ctr image import`; rewritten when the
-        image changed since the last one (the image id is kept beside it)."""
-        path = self.images / f"{image_name(tag)}.tar"
-        stamp = path.with_suffix(".id")
-        with self.locked():
-            image_id = self.image_id(tag)
-            if path.exists() and stamp.exists() and stamp.read_text() == image_id:
-                return path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".tar.partial")
-            partial.unlink(missing_ok=True)
-            stamp.unlink(missing_ok=True)
-            self.run_logged(
-                ["push", "--quiet", tag, f"docker-archive:{partial}:{tag}"],
-                self.logs / f"image-{image_name(tag)}-archive.log",
-                f"archiving {tag}",
-            )
-            partial.replace(path)
-            stamp.write_text(image_id)
-        return path
-
     def run_logged(self, args: list[str], log: Path, what: str) -> None:
         """``buildah <args>`` with its output appended to ``log``, holding the storage."""
         require_executable("buildah", BUILDAH_HINT)
@@ -247,20 +232,6 @@ class Buildah:
             raise StackError(f"image {tag} is not in {self.storage}: `make images` builds it")
         inspected: dict[str, object] = json.loads(result.stdout)
         return inspected
-
-
-def load_into_containerd(archive: Path, socket: Path) -> None:
-    """Imports a docker-archive into containerd's `k8s.io` namespace, where the kubelet's CRI
-    finds it (pods use `imagePullPolicy: Never`)."""
-    ctr = require_executable("ctr", CTR_HINT)
-    result = subprocess.run(
-        [ctr, "-a", str(socket), "-n", "k8s.io", "image", "import", str(archive)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise StackError(f"`ctr image import {archive}` failed: {result.stderr.strip()}")
 
 
 def image_name(tag: str) -> str:
@@ -377,8 +348,9 @@ def torch_base(buildah: Buildah, repository: Path, base: str) -> str:
 
 
 def service_images(buildah: Buildah, cache: Path, repository: Path | None = None) -> dict[str, str]:
-    """Builds the base, the torch base and every service's image; prints each one's size and
-    build time. Returns the service → image tag."""
+    """Builds the base, the torch base, every service's image and KServe's storage initializer;
+    prints each one's size and build time. Returns the service (or ``storage-initializer``) →
+    image tag: what the chart runs."""
     repository = repository or repository_root()
     started = time.monotonic()
     base = debian_base(buildah, cache)
@@ -395,6 +367,12 @@ def service_images(buildah: Buildah, cache: Path, repository: Path | None = None
         )
         report(buildah, tag, torch if service.torch else base, started)
         tags[service.name] = tag
+    started = time.monotonic()
+    context = repository / STORAGE_INITIALIZER_DIR
+    buildah.build(KSERVE_STORAGE_IMAGE, context, build_args={"BASE_IMAGE": base})
+    report(buildah, KSERVE_STORAGE_IMAGE, base, started)
+    tags["storage-initializer"] = KSERVE_STORAGE_IMAGE
+    buildah.run_logged(["rmi", "--prune"], buildah.logs / "image-prune.log", "pruning")
     return tags
 
 
@@ -416,12 +394,6 @@ def main(argv: list[str] | None = None) -> int:
         description="Build every image with buildah, from the package registries alone.",
     )
     parser.add_argument(
-        "--prune",
-        action="store_true",
-        help="first remove every untagged image: the layers of earlier builds (each rebuild of a "
-        "changed tree leaves about 5 GB); this build then runs each service's `uv sync` again",
-    )
-    parser.add_argument(
         "--torch-requirements",
         action="store_true",
         help=f"rewrite {TORCH_BASE_DIR}/requirements.txt from uv.lock, and build nothing",
@@ -437,8 +409,6 @@ def main(argv: list[str] | None = None) -> int:
         cache = StackConfig().cache
         buildah = Buildah(cache)
         started = time.monotonic()
-        if args.prune:
-            buildah.run_logged(["rmi", "--prune"], buildah.logs / "image-prune.log", "pruning")
         service_images(buildah, cache, repository)
     except StackError as error:
         print(error, file=sys.stderr)

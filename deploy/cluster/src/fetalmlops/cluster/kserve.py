@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from fetalmlops.cluster.images import KSERVE_STORAGE_REPOSITORY
 from fetalmlops.cluster.pki import Authority
 from fetalmlops.cluster.scratch import KSERVE_CONTROLLER_REPOSITORY
 from fetalmlops.stack.errors import StackError
@@ -41,6 +42,10 @@ def chart_values(tag: str) -> dict[str, str]:
         "kserve.controller.tag": tag,
         # No Ingress objects: there is no ingress controller; Services are reached directly.
         "kserve.controller.gateway.disableIngressCreation": "true",
+        # The `default` ClusterStorageContainer's image: built here (`cluster images`), since
+        # Docker Hub's is out of reach; imported with the project's images.
+        "kserve.storage.image": KSERVE_STORAGE_REPOSITORY,
+        "kserve.storage.tag": tag,
     }
 
 

@@ -1,9 +1,10 @@
-"""The project's images in the cluster: each built image imported into the node's containerd,
-again only when it changed since it was last imported.
+"""The project's images in the cluster: each built image copied into the node's containerd,
+again only when it changed since it was last copied.
 
 containerd knows an image by its tag, which a rebuild keeps, so the Buildah image id of each
-import is kept beside the cluster (``imported/<name>.id``, which `down` keeps, as it keeps the
-images). The docker-archive an import reads is deleted after it: a torch image's is gigabytes.
+copy is kept beside the cluster (``imported/<name>.id``, which `down` keeps, as it keeps the
+images). The copies go through a registry on loopback (`registry.py`), which moves only the
+layers containerd lacks.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from fetalmlops.cluster.images import Buildah, image_name, load_into_containerd
+from fetalmlops.cluster.images import Buildah, image_name
 from fetalmlops.cluster.layout import Layout
+from fetalmlops.cluster.registry import copy_to_containerd, running_registry
 from fetalmlops.cluster.scratch import in_containerd
 from fetalmlops.stack.component import Progress
 
@@ -22,23 +24,22 @@ def stamp(layout: Layout, tag: str) -> Path:
 
 
 def imported(layout: Layout, tags: Iterable[str], progress: Progress) -> list[str]:
-    """Imports each of ``tags`` that containerd lacks or holds an older build of; returns those
-    imported."""
+    """Copies each of ``tags`` that containerd lacks or holds an older build of; returns those
+    copied."""
     buildah = Buildah(layout.cache)
-    done = []
+    changed = []
     for tag in tags:
-        image_id = buildah.image_id(tag)
         kept = stamp(layout, tag)
-        if in_containerd(layout.containerd_socket, tag) and (
-            kept.exists() and kept.read_text() == image_id
-        ):
-            continue
-        progress(f"importing {tag} into the node's containerd")
-        archive = buildah.archive(tag)
-        load_into_containerd(archive, layout.containerd_socket)
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(image_id)
-        archive.unlink(missing_ok=True)
-        archive.with_suffix(".id").unlink(missing_ok=True)
-        done.append(tag)
-    return done
+        image_id = buildah.image_id(tag)
+        current = kept.exists() and kept.read_text() == image_id
+        if not (current and in_containerd(layout.containerd_socket, tag)):
+            changed.append((tag, image_id))
+    if not changed:
+        return []
+    with running_registry(layout) as registry:
+        for tag, image_id in changed:
+            progress(f"copying {tag} into the node's containerd")
+            copy_to_containerd(buildah, tag, registry, layout.containerd_socket)
+            stamp(layout, tag).parent.mkdir(parents=True, exist_ok=True)
+            stamp(layout, tag).write_text(image_id)
+    return [tag for tag, _ in changed]

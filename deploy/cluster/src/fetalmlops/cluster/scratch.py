@@ -1,8 +1,9 @@
 """Images FROM scratch around one static binary: the pod sandbox, CoreDNS, the KServe controller.
 
-No registry is reachable, so the cluster's own images are built here (Buildah) and imported
-into containerd's `k8s.io` namespace, where the kubelet finds them (`imagePullPolicy: Never`
-or `IfNotPresent`). containerd keeps them across `down`, so a second `up` builds nothing.
+No registry is reachable, so the cluster's own images are built here (Buildah) and copied into
+containerd's `k8s.io` namespace (`registry.py`), where the kubelet finds them
+(`imagePullPolicy: Never` or `IfNotPresent`). containerd keeps them across `down`, so a second
+`up` builds nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from fetalmlops.cluster.builds import COREDNS_VERSION, KSERVE_VERSION, Binaries
 from fetalmlops.cluster.configs import PAUSE_IMAGE, scratch_dockerfile
-from fetalmlops.cluster.images import Buildah, load_into_containerd
+from fetalmlops.cluster.images import Buildah
 from fetalmlops.cluster.layout import Layout
+from fetalmlops.cluster.registry import copy_to_containerd, running_registry
 from fetalmlops.stack.component import Progress
 
 COREDNS_IMAGE = f"localhost/coredns:{COREDNS_VERSION}"
@@ -72,5 +74,6 @@ def provide(layout: Layout, image: ScratchImage, progress: Progress) -> None:
         (context / "Dockerfile").write_text(image.dockerfile())
         buildah.build(image.tag, context)
         shutil.rmtree(context)  # a copy of a binary in bin/, needed only for the build
-    progress(f"importing image {image.tag} into containerd")
-    load_into_containerd(buildah.archive(image.tag), layout.containerd_socket)
+    progress(f"copying image {image.tag} into containerd")
+    with running_registry(layout) as registry:
+        copy_to_containerd(buildah, image.tag, registry, layout.containerd_socket)

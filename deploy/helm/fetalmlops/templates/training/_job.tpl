@@ -1,6 +1,6 @@
 {{/*
 The Job one training request becomes. The dispatcher reads it from its ConfigMap, names it,
-adds the request's options to the container's command, and creates it; everything else (image,
+puts the request in the container's environment, and creates it; everything else (image,
 resources, GPUs, where it runs, how long, how often it is retried) is decided here, by values.
 */}}
 {{- define "fetalmlops.trainingJob" -}}

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
 
     service_name: str = Field("fetalmlops", description="Name in logs, traces and metrics.")
     log_level: str = Field("INFO", description="Python logging level.")
-    log_json: bool = Field(True, description="Structured JSON logs on stderr (else plain text).")
+    log_json: bool = Field(True, description="Structured JSON logs on stdout (else plain text).")
     http_host: str = Field("127.0.0.1", description="Address a service's HTTP server binds.")
     http_port: int = Field(8080, description="Port of a service's HTTP server.")
 

@@ -6,6 +6,9 @@ are accepted for the allowed SOP classes in the transfer syntaxes below. Each C-
 through the same intake as every other channel; a refused instance gets the DIMSE failure
 status of its cause (``statuses``), never a success. ``docs/conformance.md`` says all of this
 to a PACS integrator; a test keeps it in step with these tables.
+
+Each C-STORE is a server span, the root of the trace its image's events then carry (the span
+names the operation and its DIMSE status, never the peer's AE titles or the dataset).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -43,6 +48,16 @@ class StoreSCP:
         self.server: ThreadedAssociationServer | None = None
 
     def on_store(self, event: Any) -> int:
+        with trace.get_tracer(__name__).start_as_current_span(
+            "C-STORE", kind=SpanKind.SERVER, attributes={"rpc.system": "dicom"}
+        ) as span:
+            status = self.store(event)
+            span.set_attribute("dicom.status", f"0x{status:04X}")
+            if status != SUCCESS:
+                span.set_status(Status(StatusCode.ERROR))
+            return status
+
+    def store(self, event: Any) -> int:
         try:
             self.intake.receive(event.encoded_dataset(include_meta=True), IngestChannel.C_STORE)
         except Invalid as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -140,7 +141,7 @@ def main(model: str | None = None, backbone: str | None = None, key: str | None 
             err=True,
         )
         return INVALID_EXIT
-    configure_logging(settings)
+    configure_logging(settings, stream=sys.stderr)  # stdout says what was published
     provider = configure_tracing(settings)
     bus = open_bus(settings)
     try:

@@ -1,4 +1,4 @@
-"""Structured JSON logs on stderr, each line carrying the active trace and span ids.
+"""Structured JSON logs on stdout, each line carrying the active trace and span ids.
 
 Log only identifiers that are free of PHI (pseudonyms, content hashes, event ids); DICOM values,
 file names from a PACS or study UIDs never go into a log line. A traceback names each
@@ -16,7 +16,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
 
@@ -79,11 +79,14 @@ class PlainFormatter(logging.Formatter):
         return without_messages(ei)
 
 
-def configure_logging(settings: Settings, path: Path | None = None) -> None:
-    """Logs of this process to stderr, or appended to ``path`` (`fetalmlops up`, whose
-    terminal shows its services' table instead)."""
+def configure_logging(
+    settings: Settings, path: Path | None = None, stream: TextIO | None = None
+) -> None:
+    """Logs of this process to ``stream`` (stdout, where a container's logs are collected;
+    stderr for a command whose stdout is its answer), or appended to ``path`` (`fetalmlops up`,
+    whose terminal shows its services' table instead)."""
     handler: logging.Handler = (
-        logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path)
+        logging.StreamHandler(stream or sys.stdout) if path is None else logging.FileHandler(path)
     )
     if settings.log_json:
         handler.setFormatter(JsonFormatter(settings.service_name))
