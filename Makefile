@@ -38,7 +38,7 @@ test: system-packages stack-up ## Unit tests and integration tests against the r
 test-unit: setup ## Only the tests that need no running stack (fast)
 	$(VENV_BIN)/pytest -m "not stack and not cluster and not images"
 
-test-cluster: system-packages stack-up ## The images and the chart on a real single-node cluster (as root; ~45 min the first time, ~12 warm)
+test-cluster: system-packages stack-up ## The images, the chart and Tilt on a real single-node cluster (as root; see the README for times)
 	$(VENV_BIN)/pytest -m "cluster or images"
 
 lint: setup ## ruff (lint + format check) and mypy (strict) on every package; the pre-commit hooks run the same

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,47 @@ def test_service_serves_health_and_stops_on_sigterm(
         process.kill()
     logs = process.stdout.read() if process.stdout else ""
     assert f'"service": "{service}"' in logs, "structured JSON logs carry the service name"
+
+
+def test_sighup_runs_the_service_again_in_place(tmp_path: Path) -> None:
+    """What Tilt's live update does after syncing sources: the same pid serves again, started
+    anew (its start-up logged twice), and SIGTERM still stops it cleanly."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FETALMLOPS_HTTP_PORT": str(port),
+        "FETALMLOPS_STORE_DIR": str(tmp_path / "objects"),
+        "FETALMLOPS_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "FETALMLOPS_INGEST_SCP_PORT": str(free_port()),
+    }
+    log = tmp_path / "ingest.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fetalmlops.ingest"], env=env, stdout=output, stderr=output
+        )
+
+    def serving() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait(serving, 60)
+        process.send_signal(signal.SIGHUP)
+        wait(lambda: log.read_text().count('"service starting"') == 2 and serving(), 60)
+        assert process.poll() is None, "the same process serves again"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+    text = log.read_text()
+    assert text.count('"service stopped"') == 2 and "service starting again" in text
+
+
+def wait(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.2)

@@ -129,17 +129,32 @@ def build(
 
 
 @app.command()
-def images() -> None:
-    """Build every service's image (as `make images`) and import those new or changed into the
+def images(
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only this service's image (and the bases it starts from)."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Another name for the one --only image (Tilt's $EXPECTED_REF)."),
+    ] = None,
+) -> None:
+    """Build every service's image (as `make images`) and copy those new or changed into the
     running node's containerd."""
     from fetalmlops.cluster.images import Buildah, service_images
     from fetalmlops.cluster.load import imported
 
+    if tag and len(only or []) != 1:
+        raise typer.BadParameter("--tag names the image of exactly one --only service")
     layout = Layout.default()
     with _reported():
-        tags = service_images(Buildah(layout.cache), layout.cache)
-        done = imported(layout, tags.values(), _step)
-    typer.echo(f"{len(done)} of {len(tags)} images imported; the others were there already")
+        buildah = Buildah(layout.cache)
+        tags = service_images(buildah, layout.cache, only=only)
+        if tag:
+            buildah.tag(next(iter(tags.values())), *tag)
+        wanted = [*tags.values(), *(tag or [])]
+        done = imported(layout, wanted, _step)
+    typer.echo(f"{len(done)} of {len(wanted)} images copied; the others were there already")
 
 
 @app.command()

@@ -145,6 +145,9 @@ def up(
         before = status(layout, addresses)
         if before.running and _addons_ready(before, with_kserve):
             bridge(layout).up()
+            # The kubelet removes unused images when the disk fills, the pod sandbox's too
+            # (containerd 1.6 cannot pin it): without it no pod starts again.
+            scratch.provide(layout, scratch.pause_image(binaries), progress)
             progress("the cluster is already running")
             return before
         Authority(layout, addresses).ensure()

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,6 +210,11 @@ class Buildah:
     def size(self, tag: str) -> int:
         return sum(size for _, size in self.layers(tag))
 
+    def tag(self, image: str, *names: str) -> None:
+        """More names for ``image`` (e.g. the reference Tilt expects)."""
+        self.run_logged(["tag", image, *names], self.logs / f"image-{image_name(image)}.log",
+                        f"tagging {image}")  # fmt: skip
+
     def run_logged(self, args: list[str], log: Path, what: str) -> None:
         """``buildah <args>`` with its output appended to ``log``, holding the storage."""
         require_executable("buildah", BUILDAH_HINT)
@@ -347,19 +352,30 @@ def torch_base(buildah: Buildah, repository: Path, base: str) -> str:
     return tag
 
 
-def service_images(buildah: Buildah, cache: Path, repository: Path | None = None) -> dict[str, str]:
-    """Builds the base, the torch base, every service's image and KServe's storage initializer;
-    prints each one's size and build time. Returns the service (or ``storage-initializer``) →
-    image tag: what the chart runs."""
+def service_images(
+    buildah: Buildah,
+    cache: Path,
+    repository: Path | None = None,
+    only: Collection[str] | None = None,
+) -> dict[str, str]:
+    """Builds the base, the torch base, every service's image (or those ``only`` names) and
+    KServe's storage initializer (not with ``only``); prints each one's size and build time.
+    Returns the service (or ``storage-initializer``) → image tag: what the chart runs."""
     repository = repository or repository_root()
+    unknown = set(only or ()) - {service.name for service in SERVICES}
+    if unknown:
+        raise StackError(f"no image for {', '.join(sorted(unknown))}: one of the services")
     started = time.monotonic()
     base = debian_base(buildah, cache)
     report(buildah, base, None, started)
-    started = time.monotonic()
-    torch = torch_base(buildah, repository, base)
-    report(buildah, torch, base, started)
+    wanted = [s for s in SERVICES if only is None or s.name in only]
+    torch = ""
+    if any(service.torch for service in wanted):
+        started = time.monotonic()
+        torch = torch_base(buildah, repository, base)
+        report(buildah, torch, base, started)
     tags = {}
-    for service in SERVICES:
+    for service in wanted:
         started = time.monotonic()
         tag = service.tag(repository)
         buildah.build(
@@ -367,11 +383,12 @@ def service_images(buildah: Buildah, cache: Path, repository: Path | None = None
         )
         report(buildah, tag, torch if service.torch else base, started)
         tags[service.name] = tag
-    started = time.monotonic()
-    context = repository / STORAGE_INITIALIZER_DIR
-    buildah.build(KSERVE_STORAGE_IMAGE, context, build_args={"BASE_IMAGE": base})
-    report(buildah, KSERVE_STORAGE_IMAGE, base, started)
-    tags["storage-initializer"] = KSERVE_STORAGE_IMAGE
+    if only is None:
+        started = time.monotonic()
+        context = repository / STORAGE_INITIALIZER_DIR
+        buildah.build(KSERVE_STORAGE_IMAGE, context, build_args={"BASE_IMAGE": base})
+        report(buildah, KSERVE_STORAGE_IMAGE, base, started)
+        tags["storage-initializer"] = KSERVE_STORAGE_IMAGE
     buildah.run_logged(["rmi", "--prune"], buildah.logs / "image-prune.log", "pruning")
     return tags
 

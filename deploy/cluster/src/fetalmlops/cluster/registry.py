@@ -15,6 +15,7 @@ collected after each.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -53,7 +54,18 @@ def remote(registry: str, tag: str) -> str:
 
 @contextlib.contextmanager
 def running_registry(layout: Layout) -> Iterator[str]:
-    """A registry for the block's duration; yields its address (``127.0.0.1:<port>``)."""
+    """A registry for the block's duration; yields its address (``127.0.0.1:<port>``). One
+    process at a time holds it (Tilt builds several images at once, each copying its own)."""
+    lock = layout.run / "registry.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with _registry(layout) as address:
+            yield address
+
+
+@contextlib.contextmanager
+def _registry(layout: Layout) -> Iterator[str]:
     binary, port = REGISTRY.ensure(layout.cache), PORT
     path = layout.conf / "registry.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,9 @@ A service's ``main`` builds its settings, clients and handlers, then hands them 
 ``/healthz`` (liveness), ``/readyz`` (its dependencies answer), ``/metrics`` (Prometheus) and
 OpenAPI docs are served by uvicorn; each consumer runs the shared loop in a thread, and SIGTERM
 stops both — consumers finish the message in hand and leave their group without committing more.
+SIGHUP stops the same way and then runs the process's own command line again in its place (same
+pid): the code is read anew, which is how Tilt's live update reloads sources it synced into a
+running container.
 Access logs and request spans name the route, never the URL, and refusals never quote the
 request (``telemetry.access``, ``refusals``).
 """
@@ -11,7 +14,9 @@ request (``telemetry.access``, ``refusals``).
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,18 +123,24 @@ def create_app(title: str, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
 
 
 def run(service: Service) -> None:
-    """Serve until SIGTERM/SIGINT, then stop consumers and return."""
+    """Serve until SIGTERM/SIGINT, then stop consumers and return; on SIGHUP, stop as well and
+    start again from the command line (`os.execv`)."""
     settings = service.settings
     configure_logging(settings)
     provider = configure_tracing(settings)
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    def request_reload(signum: int, frame: FrameType | None) -> None:
+        reload.set()
+        signal.raise_signal(signal.SIGTERM)  # uvicorn's handler while it serves, else ours
+
     # Installed before uvicorn's own handlers, which re-raise the signal into these on exit.
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     threads = [
         threading.Thread(target=consume_or_stop, args=(service.bus, c, stop), name=c.group)
         for c in service.consumers
@@ -154,6 +165,10 @@ def run(service: Service) -> None:
         log.info("service stopped")
         if isinstance(provider, TracerProvider):
             provider.shutdown()  # flushes the spans still batched for export
+    if reload.is_set():
+        log.info("service starting again: its code is read anew")
+        # Its own command line, no shell; sockets and files close on exec (PEP 446).
+        os.execv(sys.executable, sys.orig_argv)  # noqa: S606
 
 
 def http_server(service: Service) -> uvicorn.Server:
