@@ -28,7 +28,6 @@ and a model name of its own, so the stack's earlier events and versions never re
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import io
 import secrets
@@ -78,6 +77,7 @@ from fetalmlops.v1 import images_pb2
 
 from ..integration.collector import Collected, otlp_collector
 from ..integration.model_versions import phantom_pngs
+from ..integration.phantoms import tag_cohorts
 
 pytestmark = [pytest.mark.cluster, pytest.mark.stack, pytest.mark.timeout(3600)]
 
@@ -310,15 +310,7 @@ def phantom_dataset(out: Path, tag: str) -> Path:
     """Phantom studies whose cohorts name this run, so the catalog's older images stay out."""
     seed = secrets.randbelow(10**6)
     generate(out, plan(48, seed=seed), seed=seed, fmt=OutputFormat.DICOM)
-    labels = out / "labels.csv"
-    rows = list(csv.DictReader(labels.open()))
-    for row in rows:
-        row["cohort"] = f"{row['cohort']}-{tag}"
-    with labels.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+    return tag_cohorts(out, tag)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ both printed), no client request failed, there was one retraining and each decis
 from __future__ import annotations
 
 import base64
-import csv
 import functools
 import json
 import os
@@ -77,6 +76,7 @@ from .ingest_service import (
     running_ingest,
 )
 from .model_versions import build_version
+from .phantoms import tag_cohorts
 from .processes import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(2400)]
@@ -241,15 +241,7 @@ def traffic(clinic: Clinic, first_seed: int, profile: str = "portable") -> Itera
 def labelled(out: Path, patients: int, profile: str, tag: str, seed: int) -> Path:
     """Labelled phantom studies of one scanner, their cohort named for this run."""
     generate(out, plan(patients, seed=seed, profiles=(profile,)), seed=seed, fmt=OutputFormat.DICOM)
-    labels = out / "labels.csv"
-    rows = list(csv.DictReader(labels.open()))
-    for row in rows:
-        row["cohort"] = f"{row['cohort']}-{tag}"
-    with labels.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+    return tag_cohorts(out, tag)
 
 
 def catalogue(site: Site, dataset: Path) -> None:

@@ -18,6 +18,17 @@ SERVICES = ["ingest", "anonymizer", "trainer", "inference", "monitor"]
 FETALMLOPS = Path(sys.executable).with_name("fetalmlops")
 
 
+def service_env(port: int, tmp_path: Path) -> dict[str, str]:
+    """A service on ``port`` with embedded stand-ins under ``tmp_path`` (no stack needed)."""
+    return {
+        **os.environ,
+        "FETALMLOPS_HTTP_PORT": str(port),
+        "FETALMLOPS_STORE_DIR": str(tmp_path / "objects"),
+        "FETALMLOPS_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "FETALMLOPS_INGEST_SCP_PORT": str(free_port()),
+    }
+
+
 # Images start `python -m fetalmlops.<service>`; the CLI dispatches through the same entry point.
 LAUNCHES = [("python -m", s) for s in SERVICES] + [("fetalmlops run", "ingest")]
 
@@ -27,13 +38,7 @@ def test_service_serves_health_and_stops_on_sigterm(
     service: str, launcher: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "FETALMLOPS_HTTP_PORT": str(port),
-        "FETALMLOPS_STORE_DIR": str(tmp_path / "objects"),
-        "FETALMLOPS_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
-        "FETALMLOPS_INGEST_SCP_PORT": str(free_port()),
-    }
+    env = service_env(port, tmp_path)
     if launcher == "python -m":
         command = [sys.executable, "-m", f"fetalmlops.{service}"]
     else:
@@ -66,13 +71,7 @@ def test_sighup_runs_the_service_again_in_place(tmp_path: Path) -> None:
     """What Tilt's live update does after syncing sources: the same pid serves again, started
     anew (its start-up logged twice), and SIGTERM still stops it cleanly."""
     port = free_port()
-    env = {
-        **os.environ,
-        "FETALMLOPS_HTTP_PORT": str(port),
-        "FETALMLOPS_STORE_DIR": str(tmp_path / "objects"),
-        "FETALMLOPS_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
-        "FETALMLOPS_INGEST_SCP_PORT": str(free_port()),
-    }
+    env = service_env(port, tmp_path)
     log = tmp_path / "ingest.log"
     with log.open("w") as output:
         process = subprocess.Popen(

@@ -14,7 +14,6 @@ read back from Kafka, with no trace of the study's PHI in the event, the spans o
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import json
 import secrets
@@ -54,6 +53,7 @@ from fetalmlops.v1 import models_pb2, predictions_pb2, training_pb2
 
 from .collector import otlp_collector
 from .ingest_service import IMPORTER_TOKEN, RunningIngest, from_beginning, running_ingest
+from .phantoms import tag_cohorts
 from .processes import ServiceProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
@@ -99,15 +99,7 @@ def phantom(out: Path, tag: str) -> Path:
     """Phantom studies whose cohorts name this run, so the catalog's older images stay out."""
     seed = secrets.randbelow(10**6)
     generate(out, plan(48, seed=seed), seed=seed, fmt=OutputFormat.DICOM)
-    labels = out / "labels.csv"
-    rows = list(csv.DictReader(labels.open()))
-    for row in rows:
-        row["cohort"] = f"{row['cohort']}-{tag}"
-    with labels.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+    return tag_cohorts(out, tag)
 
 
 @pytest.fixture(scope="module")
