@@ -555,24 +555,23 @@ def test_three_anonymizer_replicas_split_a_burst_with_no_duplicate_and_no_loss(
         return len(held) == 3 and set().union(*held) == {0, 1, 2}
 
     wait_for(split, "3 anonymizers holding one partition each", 180)
-    secret = platform.tokens.anonymizer_secret.encode()
-    paths, expected = [], set()
+    paths = []
     for n in range(BURST):
-        data = sample_dicom(secrets.randbelow(10**9))
         paths.append(tmp_path / f"{n}.dcm")
-        paths[-1].write_bytes(data)
-        expected.add(catalog_image_id(secret, hashlib.sha256(data).hexdigest()))
-    seen: Counter[str] = Counter()
+        paths[-1].write_bytes(sample_dicom(secrets.randbelow(10**9)))
 
-    def complete(events: list[images_pb2.ImageAnonymized]) -> bool:
-        return {e.image_id for e in events} >= expected
+    def new(events: list[images_pb2.ImageAnonymized]) -> set[str]:
+        return {event.image_id for event in events[earlier:]}
 
+    # An image's id is its pseudonym of the bytes ingest received, which C-STORE re-encodes:
+    # the burst is counted, not named.
     with anonymized(platform) as watch:
+        earlier = len(watch.read(lambda _: False, 15))  # what the topic held before the burst
         store_scu(platform, paths)
-        watch.read(complete, 300)
-        events = watch.read(lambda _: False, 10)  # a duplicate would come after its original
-    seen.update(e.image_id for e in events)
-    assert set(seen) == expected, f"{len(expected - set(seen))} of {BURST} lost"
+        watch.read(lambda events: len(new(events)) >= BURST, 300)
+        events = watch.read(lambda _: False, 10)[earlier:]  # a duplicate comes after its original
+    seen = Counter(event.image_id for event in events)
+    assert len(seen) == BURST, f"{BURST - len(seen)} of {BURST} lost"
     assert [image for image, count in seen.items() if count > 1] == []
     pods = {
         span.resource["k8s.pod.name"]
