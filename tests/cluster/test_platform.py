@@ -72,6 +72,7 @@ from fetalmlops.common.store import MinioStore
 from fetalmlops.datasets.phantom.dataset import OutputFormat, generate, plan
 from fetalmlops.datasets.phantom.samples import sample_dicom
 from fetalmlops.stack.config import StackConfig
+from fetalmlops.stack.errors import StackError
 from fetalmlops.trainer.dispatch import job_name
 from fetalmlops.v1 import images_pb2
 
@@ -583,13 +584,22 @@ def test_three_anonymizer_replicas_split_a_burst_with_no_duplicate_and_no_loss(
 
 
 def test_helm_uninstall_leaves_nothing_of_the_release(platform: Platform) -> None:
+    """Everything the release made goes. The training runs' Jobs and pods are the dispatcher's
+    records, not the release's: they stay until their TTL, or the namespace, takes them."""
     platform.release.uninstall()
     kinds = "deployments,replicasets,pods,services,jobs,configmaps,inferenceservices"
     kinds += ",servingruntimes"
 
-    def empty() -> bool:
-        left = platform.get(kinds)["items"]
-        # The namespace's own CA bundle ConfigMap belongs to Kubernetes, not to the release.
-        return [o for o in left if o["metadata"]["name"] != "kube-root-ca.crt"] == []
+    def left() -> list[str]:
+        return [
+            f"{o['kind']}/{o['metadata']['name']}"
+            for o in platform.get(kinds)["items"]
+            # The namespace's CA bundle is Kubernetes' own.
+            if o["metadata"]["name"] != "kube-root-ca.crt"
+            and "fetalmlops/request-id" not in (o["metadata"].get("labels") or {})
+        ]
 
-    wait_for(empty, "the release's objects gone", 180)
+    try:
+        wait_for(lambda: left() == [], "the release's objects gone", 180)
+    except StackError:
+        pytest.fail(f"left after helm uninstall: {left()}")
