@@ -270,9 +270,10 @@ def test_without_a_token_a_public_address_is_refused(served: Served, tmp_path: P
     assert result.returncode == 2
     assert f"cannot read the bearer tokens file {missing}" in result.stderr
 
-    # The service's own entry point, as its image runs it (FETALMLOPS_HTTP_HOST=0.0.0.0).
+    # The service's own entry point, as its image runs it (FETALMLOPS_HTTP_HOST=0.0.0.0):
+    # a service logs JSON on stdout, where the platform collects it.
     result = refused(
         [sys.executable, "-m", "fetalmlops.inference"], {"FETALMLOPS_HTTP_HOST": "0.0.0.0"}
     )
     assert result.returncode == 2
-    assert "refusing to serve on 0.0.0.0 without a bearer token" in result.stderr
+    assert "refusing to serve on 0.0.0.0 without a bearer token" in result.stdout
