@@ -33,13 +33,13 @@ stack-status: ## Show each stack component, its ports and its log file
 	$(FETALMLOPS) stack status
 
 test: system-packages stack-up ## Unit tests and integration tests against the real stack (not the cluster's)
-	$(VENV_BIN)/pytest -m "not cluster and not images"
+	$(VENV_BIN)/pytest -m "not cluster and not images" --durations=25
 
 test-unit: setup ## Only the tests that need no running stack (fast)
 	$(VENV_BIN)/pytest -m "not stack and not cluster and not images"
 
 test-cluster: system-packages stack-up ## The images, the chart and Tilt on a real single-node cluster (as root; see the README for times)
-	$(VENV_BIN)/pytest -m "cluster or images"
+	$(VENV_BIN)/pytest -m "cluster or images" --durations=25
 
 lint: setup ## ruff (lint + format check) and mypy (strict) on every package; the pre-commit hooks run the same
 	$(VENV_BIN)/ruff check .
@@ -67,6 +67,7 @@ bench: stack-up ## Benchmarks: figures and ratios against a baseline measured in
 	$(VENV_BIN)/python benchmarks/ingest.py
 	$(VENV_BIN)/python benchmarks/anonymizer.py
 	$(VENV_BIN)/python benchmarks/training.py
+	$(VENV_BIN)/python benchmarks/pretrained.py
 	$(VENV_BIN)/python benchmarks/inference.py
 	$(VENV_BIN)/python benchmarks/monitor.py
 

@@ -215,6 +215,20 @@ class Buildah:
         self.run_logged(["tag", image, *names], self.logs / f"image-{image_name(image)}.log",
                         f"tagging {image}")  # fmt: skip
 
+    def names(self) -> list[str]:
+        """Every image name in the storage (``localhost/fetalmlops/ingest:0.1.0``)."""
+        require_executable("buildah", BUILDAH_HINT)
+        with self.locked():
+            listed = subprocess.run(self.command("images", "--format", "{{.Name}}:{{.Tag}}"),
+                                    capture_output=True, text=True, check=True)  # fmt: skip
+        return [name for name in listed.stdout.split() if not name.endswith(":<none>")]
+
+    def untag(self, names: Collection[str]) -> None:
+        """Removes ``names``; an image goes with its last name (its layers with their last
+        image)."""
+        if names:
+            self.run_logged(["rmi", *names], self.logs / "image-prune.log", "removing old names")
+
     def run_logged(self, args: list[str], log: Path, what: str) -> None:
         """``buildah <args>`` with its output appended to ``log``, holding the storage."""
         require_executable("buildah", BUILDAH_HINT)

@@ -9,7 +9,6 @@ containerd's `k8s.io` namespace (`registry.py`), where the kubelet finds them
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from fetalmlops.cluster.builds import COREDNS_VERSION, KSERVE_VERSION, Binaries
 from fetalmlops.cluster.configs import PAUSE_IMAGE, scratch_dockerfile
 from fetalmlops.cluster.images import Buildah
 from fetalmlops.cluster.layout import Layout
-from fetalmlops.cluster.registry import copy_to_containerd, running_registry
+from fetalmlops.cluster.registry import containerd_names, copy_to_containerd, running_registry
 from fetalmlops.stack.component import Progress
 
 COREDNS_IMAGE = f"localhost/coredns:{COREDNS_VERSION}"
@@ -50,19 +49,9 @@ def kserve_controller_image(binaries: Binaries) -> ScratchImage:
     return ScratchImage(KSERVE_CONTROLLER_IMAGE, binaries.kserve_manager, "manager", "65532:65532")
 
 
-def in_containerd(socket: Path, tag: str) -> bool:
-    result = subprocess.run(
-        ["ctr", "-a", str(socket), "-n", "k8s.io", "images", "ls", "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return tag in result.stdout.split()
-
-
 def provide(layout: Layout, image: ScratchImage, progress: Progress) -> None:
     """Builds ``image`` unless Buildah has it, and imports it unless containerd has it."""
-    if in_containerd(layout.containerd_socket, image.tag):
+    if image.tag in containerd_names(layout.containerd_socket):
         return
     buildah = Buildah(layout.cache)
     if not buildah.exists(image.tag):
