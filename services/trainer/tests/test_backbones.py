@@ -106,7 +106,9 @@ def test_encoder_weights_come_from_the_file_and_the_head_is_new(
 
 def test_a_weights_file_of_another_architecture_fails_loudly(tmp_path: Path) -> None:
     resnet34 = _save(models.resnet34(weights=None).state_dict(), tmp_path / "r34.pt")
-    with pytest.raises(ValueError, match=r"does not fit this encoder.*unexpected.*layer1\.2"):
+    with pytest.raises(
+        ValueError, match=r"does not fit the resnet18 encoder.*unexpected.*layer1\.2"
+    ):
         build("resnet18", CLASSES, Strategy.FINE_TUNE, resnet34)
 
     mobilenet = _save(models.mobilenet_v3_small(weights=None).state_dict(), tmp_path / "mb.pt")

@@ -30,12 +30,13 @@ from fetalmlops.trainer.backbones import BACKBONES, Strategy, build
 
 CLASSES = len(Plane)
 # Small inputs keep each export to a second or two; the paths are those of the real backbones.
-SIDE = {"tiny": 64, "resnet18": 64, "efficientnet_b0": 64, "vit_b_16": 32}
+SIDE = {"tiny": 64, "resnet18": 64, "efficientnet_b0": 64, "efficientnet_lite0": 64, "vit_b_16": 32}
 # Channels and side of the last feature map at those sides (ViT: 32 / 16 = 2 patches a side).
 FEATURE_MAP = {
     "tiny": (128, 8),
     "resnet18": (512, 2),
     "efficientnet_b0": (1280, 2),
+    "efficientnet_lite0": (1280, 2),
     "vit_b_16": (768, 2),
 }
 
@@ -51,7 +52,8 @@ def small(name: str, strategy: Strategy) -> nn.Module:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-# A ViT's grid, like its position table, is fixed by its image size: tracing says it saw a constant.
+# A ViT's grid, like its position table, is fixed by its image size, and so is Lite's "SAME"
+# padding: tracing says it saw a constant.
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize(
     ("name", "strategy"),
@@ -61,6 +63,7 @@ def small(name: str, strategy: Strategy) -> nn.Module:
         ("tiny", Strategy.LINEAR_PROBE),
         ("resnet18", Strategy.FINE_TUNE),
         ("efficientnet_b0", Strategy.FINE_TUNE),
+        ("efficientnet_lite0", Strategy.LINEAR_PROBE),
         ("vit_b_16", Strategy.FINE_TUNE),
     ],
 )

@@ -3,9 +3,11 @@
 `BACKBONES` is a table, not a chain of `if`s: per backbone, the function that builds it (always
 with `weights=None`: nothing is ever downloaded, pretrained weights come only from a local file),
 the dotted path of its classification head, that of its last spatial feature map (what Grad-CAM
-reads, see `servable.Servable`), and the input size it is meant to run at. `build`
-replaces that head with a fresh `nn.Linear(features, num_classes)` and, given a weights file,
-loads every encoder tensor from it and refuses a file that does not fit the encoder exactly.
+reads, see `servable.Servable`), the input size it is meant to run at and the normalisation its
+published weights expect. `build` replaces that head with a fresh `nn.Linear(features,
+num_classes)` and, given a weights file in the zoo's layout or one `layouts` maps (such as
+`efficientnet_pytorch`'s), loads every encoder tensor from it and refuses a file that does not
+fit the encoder exactly.
 
 Linear probing freezes the encoder. Freezing its parameters is not enough: a BatchNorm layer in
 train mode keeps updating its running statistics from the fine-tuning data even with no
@@ -26,6 +28,9 @@ import torch
 from torch import nn
 from torchvision import models
 from torchvision.ops import FrozenBatchNorm2d
+
+from fetalmlops.trainer.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
+from fetalmlops.trainer.layouts import to_zoo
 
 
 class Strategy(StrEnum):
@@ -74,6 +79,13 @@ class Backbone:
     # vision transformer's tokens (N, 1 + h*w, C), read from each model's forward.
     features: str
     input_size: int  # the side the network is meant to see (torchvision's evaluation crop)
+    # The (mean, std) of the input its published weights were trained on, on [0, 1] greyscale
+    # repeated over the channels: used instead of the phantom's when pretrained weights load.
+    normalisation: tuple[float, float] | None = None
+
+
+# ImageNet's per-channel mean and std (torchvision's weights), averaged for a greyscale image.
+IMAGENET_GREY = (0.449, 0.226)
 
 
 # A ViT's last encoder output reaches the head through its class token only, so its patch
@@ -81,30 +93,29 @@ class Backbone:
 # instead, where the class token last looks at the patches.
 VIT_B_16_LAST_BLOCK = "encoder.layers.encoder_layer_11.ln_1"
 
+
+def torchvision(
+    build: Callable[..., nn.Module], head: str, features: str, size: int = 224
+) -> Backbone:
+    """A torchvision network, built without weights; its published weights are ImageNet's."""
+    return Backbone(lambda: build(weights=None), head, features, size, IMAGENET_GREY)
+
+
 BACKBONES: Mapping[str, Backbone] = {
     # features.13 is the ReLU closing the last conv block, before the global pooling.
     "tiny": Backbone(TinyNet, "classifier", "features.13", 128),
-    "resnet18": Backbone(lambda: models.resnet18(weights=None), "fc", "layer4", 224),
-    "resnet50": Backbone(lambda: models.resnet50(weights=None), "fc", "layer4", 224),
-    "efficientnet_b0": Backbone(
-        lambda: models.efficientnet_b0(weights=None), "classifier.1", "features", 224
+    "resnet18": torchvision(models.resnet18, "fc", "layer4"),
+    "resnet50": torchvision(models.resnet50, "fc", "layer4"),
+    "efficientnet_b0": torchvision(models.efficientnet_b0, "classifier.1", "features"),
+    "efficientnet_v2_s": torchvision(models.efficientnet_v2_s, "classifier.1", "features", 384),
+    "efficientnet_lite0": Backbone(
+        EfficientNetLite, "_fc", "_head_activation", 224, (LITE_MEAN, LITE_STD)
     ),
-    "efficientnet_v2_s": Backbone(
-        lambda: models.efficientnet_v2_s(weights=None), "classifier.1", "features", 384
-    ),
-    "mobilenet_v3_small": Backbone(
-        lambda: models.mobilenet_v3_small(weights=None), "classifier.3", "features", 224
-    ),
-    "mobilenet_v3_large": Backbone(
-        lambda: models.mobilenet_v3_large(weights=None), "classifier.3", "features", 224
-    ),
-    "convnext_tiny": Backbone(
-        lambda: models.convnext_tiny(weights=None), "classifier.2", "features", 224
-    ),
+    "mobilenet_v3_small": torchvision(models.mobilenet_v3_small, "classifier.3", "features"),
+    "mobilenet_v3_large": torchvision(models.mobilenet_v3_large, "classifier.3", "features"),
+    "convnext_tiny": torchvision(models.convnext_tiny, "classifier.2", "features"),
     # The patch embedding's position table is sized for 224 (14 × 14 patches of 16).
-    "vit_b_16": Backbone(
-        lambda: models.vit_b_16(weights=None), "heads.head", VIT_B_16_LAST_BLOCK, 224
-    ),
+    "vit_b_16": torchvision(models.vit_b_16, "heads.head", VIT_B_16_LAST_BLOCK),
 }
 
 
@@ -125,7 +136,7 @@ def build(
     if not isinstance(old_head, nn.Linear):
         raise TypeError(f"{name}: {spec.head} is a {type(old_head).__name__}, not nn.Linear")
     if weights is not None:
-        _load_encoder(model, spec.head, weights)
+        _load_encoder(model, name, spec.head, weights)
     model.set_submodule(spec.head, nn.Linear(old_head.in_features, num_classes))
     if strategy is Strategy.LINEAR_PROBE:
         _freeze_encoder(model, spec.head)
@@ -150,14 +161,20 @@ def _read_state_dict(weights: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
-def _load_encoder(model: nn.Module, head: str, weights: Path) -> None:
-    """Every encoder tensor from the file, or a ValueError: no silent half-loading."""
+def _load_encoder(model: nn.Module, name: str, head: str, weights: Path) -> None:
+    """Every encoder tensor from the file, in any layout `layouts` maps onto ``name``, or a
+    ValueError: no silent half-loading."""
 
     def is_head(key: str) -> bool:
         return key.startswith(f"{head}.")
 
-    given = {k: v for k, v in _read_state_dict(weights).items() if not is_head(k)}
-    expected = {k: v for k, v in model.state_dict().items() if not is_head(k)}
+    state = model.state_dict()
+    try:
+        renamed, layout = to_zoo(_read_state_dict(weights), name, list(state))
+    except ValueError as exc:
+        raise ValueError(f"{weights}: {exc}") from None
+    given = {k: v for k, v in renamed.items() if not is_head(k)}
+    expected = {k: v for k, v in state.items() if not is_head(k)}
     # A BatchNorm step counter is not a weight, and frozen (linear-probe) models carry none.
     missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in given if k not in expected]
@@ -168,7 +185,8 @@ def _load_encoder(model: nn.Module, head: str, weights: Path) -> None:
     ]
     if missing or unexpected or misshapen:
         raise ValueError(
-            f"{weights} does not fit this encoder (another architecture?): "
+            f"{weights} ({layout} layout) does not fit the {name} encoder (another "
+            f"architecture?): "
             f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected "
             f"{unexpected[:5]}, {len(misshapen)} of another shape {misshapen[:5]}"
         )

@@ -103,7 +103,14 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in NOT_IN_RUN_IDENTITY}
 
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing(size=self.input_size or backbone(self.backbone).input_size)
+        """The input the model sees, in training and in serving: the backbone's size, and the
+        normalisation its published weights were trained with when they are loaded."""
+        spec = backbone(self.backbone)
+        size = self.input_size or spec.input_size
+        if self.weights is None or spec.normalisation is None:
+            return Preprocessing(size=size)
+        mean, std = spec.normalisation
+        return Preprocessing(size=size, mean=mean, std=std)
 
 
 @dataclass
