@@ -33,11 +33,11 @@ def efficientnet_pytorch_to_torchvision(state: State, expected: list[str]) -> St
     positions = sorted({(int(m[1]), int(m[2])) for k in expected if (m := block.match(k))})
     last = max(int(k.split(".")[1]) for k in expected if k.startswith("features."))
     expands = {int(k.split(".")[1]) for k in state if re.match(r"_blocks\.\d+\._expand_conv\.", k)}
+    top = {"_conv_stem.": "features.0.0.", "_bn0.": "features.0.1.",
+           "_conv_head.": f"features.{last}.0.", "_bn1.": f"features.{last}.1.",
+           "_fc.": "classifier.1."}  # fmt: skip
 
     def renamed(key: str) -> str:
-        top = {"_conv_stem.": "features.0.0.", "_bn0.": "features.0.1.",
-               "_conv_head.": f"features.{last}.0.", "_bn1.": f"features.{last}.1.",
-               "_fc.": "classifier.1."}  # fmt: skip
         for prefix, target in top.items():
             if key.startswith(prefix):
                 return target + key.removeprefix(prefix)
